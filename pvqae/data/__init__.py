@@ -1,0 +1,64 @@
+"""Data layer: readers of the original dataset layouts, image/mask decoding and checks, a
+torch Dataset, and the synthetic default dataset.
+
+    samples = read_dataset("mtsd", "../shared/data/MTSD",
+                           train_list="../shared/data/MTSD/differnet_mtd_train_filenames.txt")
+    validate_samples(samples)                     # one DataError listing every problem
+    train = DefectDataset([s for s in samples if s.split == "train"], 256, augment=True)
+"""
+
+from pvqae.data.dataset import DefectDataset, augment_seed
+from pvqae.data.images import (
+    check_sample,
+    image_size_hw,
+    load_image,
+    load_mask,
+    load_sample,
+    validate_samples,
+)
+from pvqae.data.readers import (
+    IMAGE_EXTS,
+    KINDS,
+    MTSD_MASK_THRESHOLD,
+    parse_name_list,
+    read_btad,
+    read_dataset,
+    read_mtsd,
+    read_mvtec,
+    summarize,
+)
+from pvqae.data.records import NORMAL, Sample
+from pvqae.data.synthetic import (
+    CLASSES as SYNTHETIC_CLASSES,
+    DEFECTS as SYNTHETIC_DEFECTS,
+    generate_synthetic,
+    render_sample,
+    write_synthetic_readme,
+)
+
+__all__ = [
+    "DefectDataset",
+    "IMAGE_EXTS",
+    "KINDS",
+    "MTSD_MASK_THRESHOLD",
+    "NORMAL",
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_DEFECTS",
+    "Sample",
+    "augment_seed",
+    "check_sample",
+    "generate_synthetic",
+    "image_size_hw",
+    "load_image",
+    "load_mask",
+    "load_sample",
+    "parse_name_list",
+    "read_btad",
+    "read_dataset",
+    "read_mtsd",
+    "read_mvtec",
+    "render_sample",
+    "summarize",
+    "validate_samples",
+    "write_synthetic_readme",
+]

@@ -1,0 +1,194 @@
+"""Figures of the study (matplotlib/seaborn), each saved as PNG and PDF.
+
+Level maps use one fixed colour per level (coarse light, fine dark); score maps use a hot
+colour map (hot = high defect score), as in the paper's Fig. 4.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+
+LEVEL_CMAP = ListedColormap(["#d9f0d3", "#5aae61", "#00441b"])  # coarse, median, fine
+LEVEL_LABELS = ("coarse", "median", "fine")
+
+
+def save_fig(fig, stem: Path, dpi: int = 120) -> list[Path]:
+    """Save ``fig`` as ``<stem>.png`` and ``<stem>.pdf``; close it; return the paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in (".png", ".pdf"):
+        p = stem.with_suffix(ext)
+        fig.savefig(p, dpi=dpi, bbox_inches="tight")
+        out.append(p)
+    plt.close(fig)
+    return out
+
+
+def to_rgb(img: np.ndarray) -> np.ndarray:
+    """(C,H,W) in [0,1] -> (H,W,3) for imshow."""
+    img = np.asarray(img)
+    if img.shape[0] == 1:
+        img = np.repeat(img, 3, 0)
+    return np.clip(img.transpose(1, 2, 0), 0, 1)
+
+
+def show_levels(ax, levels: np.ndarray, size: int | None = None, title: str = "") -> None:
+    """A coarse level map (G,G), optionally stretched to ``size`` pixels."""
+    g = levels.shape[-1]
+    ext = (0, size, size, 0) if size else None
+    ax.imshow(levels, cmap=LEVEL_CMAP, vmin=0, vmax=2, interpolation="nearest", extent=ext)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if size is None:
+        ax.set_xlim(-0.5, g - 0.5)
+
+
+def _clean(ax, title: str = "") -> None:
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def sample_grid(images: np.ndarray, masks: np.ndarray, entropy: np.ndarray, titles: list[str]):
+    """Rows: image, image with ground-truth contour, DWT entropy of coarse patches."""
+    n = len(images)
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.0), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(to_rgb(images[i]))
+        _clean(axes[0, i], titles[i])
+        axes[1, i].imshow(to_rgb(images[i]))
+        if masks[i].any():
+            axes[1, i].contour(masks[i], levels=[0.5], colors="red", linewidths=0.8)
+        _clean(axes[1, i], "ground truth")
+        im = axes[2, i].imshow(entropy[i], cmap="viridis", vmin=0, vmax=1)
+        _clean(axes[2, i], "DWT entropy H")
+    fig.colorbar(im, ax=axes[2, :].tolist(), shrink=0.8, label="normalised entropy")
+    return fig
+
+
+def training_curves(log_csvs: dict[str, Path], keys: tuple[str, ...] = ("rec", "vq", "budget", "lam")):
+    """Loss curves of one or more training logs (CSV from ``pvqae.train``)."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    for name, path in log_csvs.items():
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        steps = [int(r["step"]) for r in rows]
+        for ax, k in zip(axes[0], keys):
+            vals = [float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows]
+            if not np.all(np.isnan(vals)):
+                ax.plot(steps, vals, label=name)
+            ax.set_title(k, fontsize=9)
+            ax.set_xlabel("step")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def level_fraction_curve(log_csv: Path):
+    """Fraction of coarse/median/fine patches during budget learning."""
+    with open(log_csv) as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    for j, name in enumerate(LEVEL_LABELS):
+        ax.plot(steps, [float(r[f"frac_{name}"]) for r in rows], color=LEVEL_CMAP(j), label=name, lw=2)
+    if rows and rows[0].get("lam") not in (None, ""):
+        ax2 = ax.twinx()
+        ax2.plot(steps, [float(r["lam"]) for r in rows], "k--", lw=1, label="lambda")
+        ax2.set_ylabel("lambda")
+    ax.set_xlabel("step")
+    ax.set_ylabel("fraction of coarse patches")
+    ax.legend(fontsize=7, loc="center left")
+    fig.tight_layout()
+    return fig
+
+
+def level_maps(images: np.ndarray, routed: np.ndarray, titles: list[str], prior: np.ndarray | None = None):
+    """Per image: the image with its routed level map overlaid, and the prior's map."""
+    n = len(images)
+    rows = 3 if prior is not None else 2
+    fig, axes = plt.subplots(rows, n, figsize=(1.6 * n, 1.7 * rows + 0.4), squeeze=False)
+    size = images.shape[-1]
+    for i in range(n):
+        axes[0, i].imshow(to_rgb(images[i]))
+        _clean(axes[0, i], titles[i])
+        axes[1, i].imshow(to_rgb(images[i]))
+        axes[1, i].imshow(routed[i], cmap=LEVEL_CMAP, vmin=0, vmax=2, alpha=0.55, interpolation="nearest",
+                          extent=(0, size, size, 0))
+        _clean(axes[1, i], "routed budget")
+        if prior is not None:
+            show_levels(axes[2, i], prior[i], size, "prior budget")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=LEVEL_CMAP(j)) for j in range(3)]
+    fig.legend(handles, LEVEL_LABELS, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def defect_panels(rows: list[dict]):
+    """Fig. 4: per defect sample: image, ground truth, static-VQ map, PVQAE map, routed
+    levels, prior levels. Each row dict has keys image, mask, static, pvqae, routed, prior,
+    title."""
+    cols = ("image", "ground truth", "static VQ score", "PVQAE score", "routed budget", "prior budget")
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.7 * len(cols), 1.8 * len(rows)), squeeze=False)
+    for i, r in enumerate(rows):
+        size = r["image"].shape[-1]
+        axes[i, 0].imshow(to_rgb(r["image"]))
+        axes[i, 1].imshow(r["mask"], cmap="gray", vmin=0, vmax=1)
+        for j, key in ((2, "static"), (3, "pvqae")):
+            m = r[key]
+            axes[i, j].imshow(m, cmap="jet", vmin=np.percentile(m, 1), vmax=max(np.percentile(m, 99.9), 1e-12))
+        if r.get("routed") is not None:
+            show_levels(axes[i, 4], r["routed"], size)
+        if r.get("prior") is not None:
+            show_levels(axes[i, 5], r["prior"], size)
+        for j, c in enumerate(cols):
+            _clean(axes[i, j], c if i == 0 else "")
+        axes[i, 0].set_ylabel(r.get("title", ""), fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def allocation_bars(rows: list[dict]):
+    """Stacked bars of the fraction of coarse/median/fine codes per class and image type,
+    routed vs prior (rows from ``pipeline.code_allocation``)."""
+    labels = [f"{r['class']}\n{r['images']}\n{r['budget']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(4, 0.75 * len(rows)), 3.4))
+    bottom = np.zeros(len(rows))
+    for j, name in enumerate(LEVEL_LABELS):
+        vals = np.array([r[name] for r in rows])
+        ax.bar(range(len(rows)), vals, bottom=bottom, color=LEVEL_CMAP(j), label=name, edgecolor="white")
+        bottom += vals
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, fontsize=6)
+    ax.set_ylabel("fraction of coarse patches")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 1.15), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def metric_bars(table: dict[str, dict[str, float]], metrics: tuple[str, ...] = ("image_auroc", "pixel_auroc")):
+    """Grouped bars: methods x metrics (values in [0,1] shown as %)."""
+    import seaborn as sns
+
+    data = [{"method": m, "metric": k, "value": 100 * v.get(k, np.nan)} for m, v in table.items() for k in metrics]
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(table), 3))
+    xs = {k: i for i, k in enumerate(metrics)}
+    width = 0.8 / max(1, len(table))
+    pal = sns.color_palette("deep", len(table))
+    for j, m in enumerate(table):
+        vals = [d["value"] for d in data if d["method"] == m]
+        ax.bar([xs[k] + j * width for k in metrics], vals, width, label=m, color=pal[j])
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(metrics))])
+    ax.set_xticklabels(metrics)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,140 @@
+"""Defect scoring (paper Sec. III-C2).
+
+For an image x the Dynamic Routing Module gives the routed budget b (a level per coarse
+patch); the Budget Prior Transformer gives the normal budget prior, a distribution p over
+levels per patch (each patch predicted from all the others). Then
+
+    S_budget = CE(b, p) = -log p(b)      per coarse patch, upsampled to pixels,
+    S_rec    = ||x - D(codes allocated by argmax p)||^2     per pixel (summed over channels),
+    S        = S_budget * S_rec          (pixel-wise product).
+
+Reconstructing with the prior's budget keeps the model from spending fine codes on
+unexpected detail (defects), so defects reconstruct worse. With no prior (Table III
+"No priors") the routed budget reconstructs and S = S_rec; a static VQ scores S_rec.
+
+The image score is the max of the map (optionally the mean of its top-k fraction, after an
+optional Gaussian smoothing; both off by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from pvqae.model import PVQAE
+from pvqae.prior import BudgetPriorTransformer
+
+
+class ScoreOutput(NamedTuple):
+    """Scores of a batch.
+
+    Attributes:
+        score_map: S, (B, S, S).
+        image_score: (B,).
+        rec_map: S_rec, (B, S, S).
+        budget_map: S_budget on the coarse grid, (B, G, G) (ones without a prior).
+        recon: reconstruction used for S_rec, (B, C, S, S).
+        routed_levels: (B, G, G) routed budget (None for a static VQ).
+        prior_levels: (B, G, G) argmax of the prior (None without a prior).
+        prior_probs: (B, K, G, G) prior distribution (None without a prior).
+    """
+
+    score_map: torch.Tensor
+    image_score: torch.Tensor
+    rec_map: torch.Tensor
+    budget_map: torch.Tensor
+    recon: torch.Tensor
+    routed_levels: torch.Tensor | None
+    prior_levels: torch.Tensor | None
+    prior_probs: torch.Tensor | None
+
+
+@dataclass
+class ScoreConfig:
+    """How maps become scores (the ``evaluate.score`` section of params.yaml)."""
+
+    image_score: str = "max"  # "max" or "topk"
+    topk_fraction: float = 0.01
+    smooth_sigma: float = 0.0  # Gaussian smoothing of the pixel map (0 = off)
+    budget_upsample: str = "nearest"  # or "bilinear"
+    combine: str = "product"  # "product" (paper), "rec" or "budget" (diagnostics)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ScoreConfig":
+        d = d or {}
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, H, W) maps, radius 4 sigma, reflect padding."""
+    if sigma <= 0:
+        return x
+    r = max(1, int(4 * sigma + 0.5))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    h = F.pad(x.unsqueeze(1), (r, r, 0, 0), mode="reflect")
+    h = F.conv2d(h, k.view(1, 1, 1, -1))
+    h = F.pad(h, (0, 0, r, r), mode="reflect")
+    h = F.conv2d(h, k.view(1, 1, -1, 1))
+    return h[:, 0]
+
+
+def image_scores(score_map: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
+    """Image-level score from (B, H, W) maps: max, or mean of the top-k fraction."""
+    flat = score_map.flatten(1)
+    if cfg.image_score == "max":
+        return flat.max(1).values
+    if cfg.image_score == "topk":
+        k = max(1, int(round(cfg.topk_fraction * flat.shape[1])))
+        return flat.topk(k, dim=1).values.mean(1)
+    raise ValueError(f"evaluate.score.image_score must be 'max' or 'topk', got {cfg.image_score!r}")
+
+
+def reconstruction_error(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """Per-pixel squared L2 error summed over channels, (B, H, W)."""
+    return (x - recon).pow(2).sum(1)
+
+
+@torch.no_grad()
+def score_batch(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None = None,
+                prior: BudgetPriorTransformer | None = None, cfg: ScoreConfig | None = None) -> ScoreOutput:
+    """Defect scores of a batch (eval mode expected; see module docstring)."""
+    cfg = cfg or ScoreConfig()
+    size = x.shape[-1]
+    if not model.dynamic:
+        out = model(x)
+        rec = reconstruction_error(x, out.recon)
+        budget = torch.ones(x.shape[0], model.coarse_grid, model.coarse_grid, device=x.device)
+        routed = prior_levels = probs = None
+        recon = out.recon
+    else:
+        routed_out = model(x, mode="dynamic")
+        routed = routed_out.routing.levels
+        if prior is None:
+            recon = routed_out.recon
+            budget = torch.ones_like(routed, dtype=x.dtype)
+            prior_levels = probs = None
+        else:
+            probs = prior.predict_all(routed, class_index)
+            prior_levels = probs.argmax(1)
+            recon = model(x, mode="given", level_map=prior_levels).recon
+            budget = -torch.log(probs.gather(1, routed.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
+        rec = reconstruction_error(x, recon)
+    if cfg.budget_upsample == "nearest":
+        budget_px = budget.repeat_interleave(size // budget.shape[-1], -1).repeat_interleave(size // budget.shape[-2], -2)
+    else:
+        budget_px = F.interpolate(budget.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    if cfg.combine == "product" or prior is None:
+        smap = budget_px * rec if prior is not None else rec
+    elif cfg.combine == "rec":
+        smap = rec
+    elif cfg.combine == "budget":
+        smap = budget_px
+    else:
+        raise ValueError(f"evaluate.score.combine must be 'product', 'rec' or 'budget', got {cfg.combine!r}")
+    smap = gaussian_blur(smap, cfg.smooth_sigma)
+    return ScoreOutput(smap, image_scores(smap, cfg), rec, budget, recon, routed, prior_levels, probs)

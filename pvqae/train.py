@@ -1,0 +1,394 @@
+"""Training loops: VQ-GAN pre-training, progressive budget learning (paper Sec. III-A, III-B)
+and Budget Prior Transformer learning (Sec. III-C1).
+
+The autoencoder objective (Sec. III-B2, "overall training objective") is
+
+    L = L_rec + L_vq + w_gan * L_gan + lambda(t) * L_budget,
+
+with L_rec = l1 * |x - x^| + l2 * (x - x^)^2 + ssim * (1 - SSIM(x, x^)) (LPIPS needs a
+pretrained VGG, which we cannot download: SSIM stands in; README "method decisions"),
+w_gan the VQ-GAN adaptive weight (0 before ``disc_start``) and lambda(t) the budget
+schedule (0 during pre-training).
+
+Every loop is step-based, deterministic for a seed on CPU (data order, augmentation,
+Gumbel noise and random routing are drawn from generators seeded by (seed, step/epoch)),
+checkpoints atomically every ``ckpt_every`` steps into a resume folder keyed by a
+fingerprint of its configuration, and resumes from there after an interruption.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from pvqae import budget as budget_mod
+from pvqae.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pvqae.losses import (PatchGANDiscriminator, adaptive_gan_weight, check_finite, disc_factor,
+                          generator_adv_loss, hinge_d_loss, ssim)
+from pvqae.model import PVQAE, ModelConfig
+from pvqae.paths import REPO_ROOT
+from pvqae.prior import BudgetPriorTransformer
+
+RESUME_ROOT = REPO_ROOT / ".resume"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of one autoencoder training stage (params.yaml sections
+    ``pretrain`` / ``budget``)."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    grad_clip: float = 1.0
+    l1_weight: float = 1.0
+    l2_weight: float = 0.0
+    ssim_weight: float = 0.2
+    vq_weight: float = 1.0
+    disc_weight: float = 0.0  # 0 disables the adversarial term
+    disc_start: int = 0
+    disc_ch: int = 32
+    disc_layers: int = 3
+    routing: str = "random"  # "random" (pre-training), "dynamic" (budget learning)
+    augment_jitter: float = 0.1
+    lambda_max: float = 0.0
+    lambda_schedule: str = "linear"
+    lambda_warmup: int = 0
+    budget_factor: float = 4.0
+    budget_eps: float = 0.1
+    budget_scale: float = 1.0  # multiplies every cost (the paper gives no cost magnitude)
+    budget_reduction: str = "mean"
+    tau: float = 1.0
+    tau_min: float = 1.0  # exponential annealing tau -> tau_min over the stage; = tau disables
+    ckpt_every: int = 200
+    log_every: int = 20
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "betas" in known:
+            known["betas"] = tuple(known["betas"])
+        return cls(**known)
+
+    def tau_at(self, step: int) -> float:
+        if self.tau_min >= self.tau or self.steps <= 1:
+            return self.tau
+        return self.tau * (self.tau_min / self.tau) ** (step / (self.steps - 1))
+
+
+def fingerprint(*objs) -> str:
+    """Short hash of JSON-serialisable configuration (keys sorted)."""
+    blob = json.dumps(objs, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+class BatchStream:
+    """Deterministic, resumable stream of mini-batches from in-memory tensors.
+
+    Epoch e uses the permutation drawn from ``Generator(seed * 1_000_003 + e)``; the batch at
+    global step s is therefore a pure function of (seed, s), so a resumed run sees exactly
+    the batches the uninterrupted run would have seen. The last incomplete batch of an
+    epoch is dropped. ``augment`` is called as ``augment(batch, generator)``.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int,
+                 augment: Callable[[dict, torch.Generator], dict] | None = None):
+        self.tensors = tensors
+        self.n = next(iter(tensors.values())).shape[0]
+        if self.n == 0:
+            raise ValueError("no training images")
+        self.batch_size = min(batch_size, self.n)
+        self.per_epoch = self.n // self.batch_size
+        self.seed = seed
+        self.augment = augment
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        epoch, pos = divmod(step, self.per_epoch)
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        idx = perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+        b = {k: v[idx] for k, v in self.tensors.items()}
+        if self.augment is not None:
+            b = self.augment(b, torch.Generator().manual_seed(self.seed * 7_000_001 + step))
+        return b
+
+
+def flip_augment(b: dict, g: torch.Generator, jitter: float = 0.1) -> dict:
+    """Random horizontal flip (image, and the entropy map with it) + brightness/contrast
+    jitter of +-``jitter`` (paper Sec. IV-A: "augmented with random flipping and
+    color-jittering")."""
+    x = b["image"]
+    n = x.shape[0]
+    flip = torch.rand(n, generator=g) < 0.5
+    out = dict(b)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if jitter > 0:
+        bright = 1 + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * jitter
+        contrast = 1 + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * jitter
+        mean = x.mean((1, 2, 3), keepdim=True)
+        x = ((x - mean) * contrast + mean * bright).clamp(0, 1)
+    out["image"] = x
+    if "entropy" in b:
+        out["entropy"] = torch.where(flip[:, None, None], b["entropy"].flip(-1), b["entropy"])
+    return out
+
+
+def reconstruction_loss(x: torch.Tensor, recon: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """L_rec = l1 |x - x^| + l2 (x - x^)^2 + ssim (1 - SSIM)."""
+    loss = x.new_zeros(())
+    if cfg.l1_weight:
+        loss = loss + cfg.l1_weight * (x - recon).abs().mean()
+    if cfg.l2_weight:
+        loss = loss + cfg.l2_weight * (x - recon).pow(2).mean()
+    if cfg.ssim_weight:
+        loss = loss + cfg.ssim_weight * (1 - ssim(recon, x, data_range=1.0))
+    return loss
+
+
+class _CsvLog:
+    def __init__(self, path: Path, resume_from: int):
+        self.path = path
+        self.rows: list[dict] = []
+        if path.exists() and resume_from > 0:
+            with open(path) as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) < resume_from]
+
+    def add(self, row: dict) -> None:
+        self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def write(self) -> None:
+        if not self.rows:
+            return
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, keys)
+            w.writeheader()
+            w.writerows(self.rows)
+        tmp.replace(self.path)
+
+
+def train_autoencoder(
+    model: PVQAE,
+    stream: BatchStream,
+    cfg: TrainConfig,
+    out_dir: Path,
+    name: str,
+    seed: int,
+    fingerprint_extra: object = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``model`` for ``cfg.steps`` steps; write ``out_dir/<name>.pt`` and ``<name>_log.csv``.
+
+    Resumes from ``.resume/<name>-<fingerprint>/last.pt`` when an earlier run with the same
+    configuration was interrupted. Returns a summary dict (steps, seconds, images/s, final
+    losses, code usage).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint(name, seed, asdict(cfg), model.cfg.to_dict(), fingerprint_extra)
+    resume_dir = RESUME_ROOT / f"{name}-{fp}"
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    use_gan = cfg.disc_weight > 0
+    disc = PatchGANDiscriminator(model.cfg.in_channels, cfg.disc_ch, cfg.disc_layers, norm="group") if use_gan else None
+    params = list(model.parameters()) if cfg.routing == "dynamic" else model.generator_parameters()
+    opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas) if disc is not None else None
+
+    start = 0
+    ckpt_path = resume_dir / "last.pt"
+    if ckpt_path.exists():
+        st = load_checkpoint(ckpt_path)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        if disc is not None:
+            disc.load_state_dict(st["disc"])
+            opt_d.load_state_dict(st["opt_d"])
+        set_rng_state(st["rng"])
+        start = int(st["step"])
+        print(f"[{name}] resuming from step {start} ({ckpt_path})")
+    log = _CsvLog(out_dir / f"{name}_log.csv", start)
+    elapsed = 0.0 if start == 0 else float(st.get("elapsed", 0.0))
+
+    def save(step: int) -> None:
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng_state(),
+                 "elapsed": elapsed}
+        if disc is not None:
+            state["disc"], state["opt_d"] = disc.state_dict(), opt_d.state_dict()
+        save_checkpoint(ckpt_path, state)
+        log.write()
+
+    model.train()
+    bar = tqdm(range(start, cfg.steps), desc=name, disable=not progress, mininterval=5)
+    t0 = time.perf_counter()
+    for step in bar:
+        b = stream.batch(step)
+        x = b["image"]
+        gen = torch.Generator().manual_seed(seed * 9_000_011 + step)
+        out = model(x, mode=cfg.routing, tau=cfg.tau_at(step), generator=gen) if model.dynamic else model(x)
+        rec = reconstruction_loss(x, out.recon, cfg)
+        loss = rec + cfg.vq_weight * out.vq_loss
+        row: dict = {"step": step, "rec": rec.item(), "vq": out.vq_loss.item()}
+        if cfg.lambda_max > 0 and out.routing is not None:
+            lam = budget_mod.lambda_schedule(step, cfg.steps, cfg.lambda_max, cfg.lambda_schedule, cfg.lambda_warmup)
+            costs = cfg.budget_scale * budget_mod.level_costs(b["entropy"], 3, cfg.budget_factor,
+                                                              cfg.budget_eps).permute(0, 3, 1, 2)
+            bl = budget_mod.budget_loss(out.routing.gate, costs, cfg.budget_reduction)
+            loss = loss + lam * bl
+            row.update(lam=lam, budget=bl.item())
+        if disc is not None and step >= cfg.disc_start:
+            g_loss = generator_adv_loss(disc(out.recon))
+            w = adaptive_gan_weight(rec, g_loss, model.last_layer) * cfg.disc_weight * disc_factor(step, cfg.disc_start)
+            loss = loss + w * g_loss
+            row.update(g=g_loss.item(), gw=float(w))
+        check_finite("total loss", loss, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        if disc is not None and step >= cfg.disc_start:
+            d_loss = hinge_d_loss(disc(x), disc(out.recon.detach()))
+            check_finite("discriminator loss", d_loss, step)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            row["d"] = d_loss.item()
+        if out.routing is not None:
+            for k, lvl in enumerate(("coarse", "median", "fine")):
+                row[f"frac_{lvl}"] = float(out.used_fraction[k])
+        row["loss"] = loss.item()
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            log.add(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", rec=f"{row['rec']:.4f}")
+        if (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
+            elapsed += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            save(step + 1)
+    elapsed += time.perf_counter() - t0
+    log.write()
+    final = {"model": model.state_dict(), "config": model.cfg.to_dict(), "train": asdict(cfg), "steps": cfg.steps,
+             "seed": seed}
+    save_checkpoint(out_dir / f"{name}.pt", final)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    done = cfg.steps - start
+    summary = {
+        "name": name, "steps": cfg.steps, "resumed_from": start, "train_seconds": elapsed,
+        "train_images_per_second": (done * stream.batch_size / elapsed) if elapsed > 0 and done else None,
+        "final": {k: v for k, v in (log.rows[-1].items() if log.rows else {}) if k != "step"},
+        "codes_in_use": [q.codes_in_use() for q in model.quantizers],
+    }
+    with open(out_dir / f"{name}_summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def load_model(path: Path) -> PVQAE:
+    """Load a model written by :func:`train_autoencoder` (``weights_only=True``)."""
+    st = load_checkpoint(path)
+    model = PVQAE(ModelConfig.from_dict(st["config"]))
+    model.load_state_dict(st["model"])
+    return model.eval()
+
+
+@torch.no_grad()
+def routed_levels(model: PVQAE, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Noise-free routed level maps (N, G, G) of ``images`` (eval mode)."""
+    model.eval()
+    outs = [model(images[i:i + batch_size], mode="dynamic").routing.levels for i in range(0, len(images), batch_size)]
+    return torch.cat(outs)
+
+
+@dataclass
+class PriorConfig:
+    """Budget Prior Transformer settings (params.yaml section ``prior``)."""
+
+    mode: str = "per-class"  # "per-class", "universal" or "none"
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    dim: int = 64
+    heads: int = 4
+    dropout: float = 0.1
+    max_mask_ratio: float = 0.5
+    ckpt_every: int = 500
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PriorConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def train_prior(levels: torch.Tensor, class_index: torch.Tensor, num_classes: int, cfg: PriorConfig,
+                out_path: Path, seed: int, progress: bool = True) -> tuple[BudgetPriorTransformer | None, dict]:
+    """Train the Budget Prior Transformer on routed level maps of normal training images
+    (autoencoder frozen; masked-token cross-entropy, Sec. III-C1). ``mode == "none"`` trains
+    nothing and returns (None, summary)."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if cfg.mode == "none":
+        save_checkpoint(out_path, {"mode": "none"})
+        return None, {"mode": "none"}
+    torch.manual_seed(seed)
+    grid = levels.shape[-1]
+    prior = BudgetPriorTransformer(num_levels=3, grid=grid, dim=cfg.dim, heads=cfg.heads, dropout=cfg.dropout,
+                                   prior=cfg.mode, num_classes=num_classes)
+    opt = torch.optim.AdamW(prior.parameters(), lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    stream = BatchStream({"levels": levels, "cls": class_index}, cfg.batch_size, seed)
+    prior.train()
+    t0 = time.perf_counter()
+    hist = []
+    for step in tqdm(range(cfg.steps), desc=f"prior[{cfg.mode}]", disable=not progress, mininterval=5):
+        b = stream.batch(step)
+        g = torch.Generator().manual_seed(seed * 5_000_011 + step)
+        res = prior.masked_loss(b["levels"], b["cls"], max_mask_ratio=cfg.max_mask_ratio, generator=g)
+        check_finite("prior loss", res.loss, step)
+        opt.zero_grad(set_to_none=True)
+        res.loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == cfg.steps - 1:
+            hist.append({"step": step, "loss": res.loss.item(), "acc": float(res.accuracy)})
+    prior.eval()
+    probs = prior.predict_all(levels, class_index)
+    acc = float((probs.argmax(1) == levels).float().mean())
+    state = {"mode": cfg.mode, "model": prior.state_dict(), "grid": grid, "num_classes": num_classes,
+             "config": asdict(cfg)}
+    save_checkpoint(out_path, state)
+    summary = {"mode": cfg.mode, "steps": cfg.steps, "train_seconds": time.perf_counter() - t0,
+               "train_accuracy_all_positions": acc, "history": hist,
+               "parameters": sum(p.numel() for p in prior.parameters())}
+    return prior, summary
+
+
+def load_prior(path: Path) -> BudgetPriorTransformer | None:
+    """Load a prior written by :func:`train_prior` (None for mode "none")."""
+    st = load_checkpoint(path)
+    if st["mode"] == "none":
+        return None
+    c = PriorConfig.from_dict(st["config"])
+    prior = BudgetPriorTransformer(num_levels=3, grid=st["grid"], dim=c.dim, heads=c.heads, dropout=c.dropout,
+                                   prior=st["mode"], num_classes=st["num_classes"])
+    prior.load_state_dict(st["model"])
+    return prior.eval()

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# README command 1: environment + the whole study (`dvc repro`) on the current params.yaml.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/env.sh"
+cd "$ROOT"
+dvc repro "$@"
+dvc metrics show

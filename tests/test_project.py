@@ -1,0 +1,122 @@
+"""The project's frame stays consistent: pins, dvc.yaml vs stage table, profiles, notebooks."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+import yaml
+
+from pvqae.config import (PATHS, PROFILE_DIR, PROFILE_GROUPS, STAGES, apply_profiles, flat_keys, load_yaml,
+                          stage_params)
+from pvqae.paths import REPO_ROOT
+
+
+def _pins(lines):
+    return {m.group(1).lower(): m.group(2) for m in (re.match(r"^\s*-?\s*\"?([A-Za-z0-9_.-]+)==([^\"\s,]+)", ln)
+                                                    for ln in lines) if m}
+
+
+def test_environment_yml_and_pyproject_pin_the_same_versions():
+    import tomllib
+
+    py = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    pp = _pins(py["project"]["dependencies"] + py["project"]["optional-dependencies"]["dev"])
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    pip = next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
+    ep = _pins(pip)
+    assert pp == ep
+    assert pp["torch"] == "2.13.0"
+
+
+def test_dvc_yaml_matches_the_stage_table():
+    dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    assert list(dvc) == list(STAGES)
+    for name, st in STAGES.items():
+        spec = dvc[name]
+        assert spec["cmd"] == f"python -m pvqae run {name}"
+        assert f"notebooks/{st.notebook}" in spec["deps"]
+        assert set(spec["params"]) == set(st.sections), name
+        outs = spec.get("outs", []) + spec.get("metrics", [])
+        assert f"reports/executed/{name}.ipynb" in outs
+        for out in outs:
+            assert out.startswith("reports/"), out
+        for dep in spec["deps"]:
+            if dep.startswith("pvqae/") or dep.startswith("notebooks/"):
+                assert (REPO_ROOT / dep).exists(), dep
+    all_outs = [o for s in dvc.values() for o in s.get("outs", []) + s.get("metrics", [])]
+    assert len(all_outs) == len(set(all_outs)), "two stages declare the same output"
+    for key in ("prepared", "pretrain_models", "budget_models", "prior_models", "ablation_models", "scores"):
+        assert PATHS[key] in all_outs, key
+
+
+def test_every_notebook_has_a_parameters_cell_and_no_outputs():
+    import jupytext
+
+    for st in STAGES.values():
+        nb = jupytext.read(REPO_ROOT / "notebooks" / st.notebook)
+        params_cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(params_cells) == 1, st.notebook
+        assert "params = None" in params_cells[0].source and "paths = None" in params_cells[0].source
+        assert f'stage_params("{st.name}")' in "".join(c.source for c in nb.cells)
+
+
+def test_dvc_analytics_off():
+    cfg = (REPO_ROOT / ".dvc" / "config").read_text()
+    assert re.search(r"analytics\s*=\s*false", cfg)
+
+
+@pytest.mark.parametrize("group", PROFILE_GROUPS)
+def test_profiles_of_a_group_set_the_same_keys(group):
+    files = sorted((PROFILE_DIR / group).glob("*.yaml"))
+    assert len(files) >= 2
+    keys = {f.stem: flat_keys(load_yaml(f)) for f in files}
+    first = next(iter(keys.values()))
+    for name, k in keys.items():
+        assert k == first, f"profiles/{group}/{name}.yaml sets other keys than its siblings: {k ^ first}"
+
+
+def test_committed_params_are_the_default_and_synthetic_profiles():
+    params = load_yaml(REPO_ROOT / "params.yaml")
+    assert params["profile"] == "default"
+    for f in (PROFILE_DIR / "size" / "default.yaml", PROFILE_DIR / "data" / "synthetic.yaml"):
+        overlay = load_yaml(f)
+        for key in flat_keys(overlay):
+            a, b = params, overlay
+            for part in key.split("."):
+                a, b = a[part], b[part]
+            assert a == b, f"params.yaml {key} = {a!r} but {f.name} says {b!r}"
+
+
+def test_applying_profiles_is_idempotent_and_order_free(tmp_path):
+    p = tmp_path / "params.yaml"
+    shutil.copy(REPO_ROOT / "params.yaml", p)
+    a = apply_profiles(["cpu", "mtsd"], path=p)
+    b = apply_profiles(["tiny", "synthetic"], path=p)
+    c = apply_profiles(["mtsd", "cpu"], path=p)
+    assert a == c and a != b
+    assert a["data"]["dataset"] == "mtsd" and a["profile"] == "cpu"
+    d = apply_profiles(["default", "synthetic"], path=p)
+    assert d == load_yaml(REPO_ROOT / "params.yaml")
+    e = apply_profiles([], sets=["prior.mode=universal", "data.classes=[a, b]"], path=p)
+    assert e["prior"]["mode"] == "universal" and e["data"]["classes"] == ["a", "b"]
+    with pytest.raises(FileNotFoundError, match="no profile named 'nope'"):
+        apply_profiles(["nope"], path=p)
+
+
+def test_stage_params_are_the_declared_sections():
+    sp = stage_params("pretrain")
+    assert set(sp) == set(STAGES["pretrain"].sections) | {"profile"}
+    with pytest.raises(KeyError, match="unknown stage"):
+        stage_params("nope")
+
+
+def test_cli_help_lists_commands(capsys):
+    from pvqae.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "run" in out and "profile" in out
