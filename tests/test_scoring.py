@@ -1,0 +1,263 @@
+"""Tests of defect scoring (paper Sec. III-C2): S = S_budget * S_rec, image scores, smoothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pvqae.model import PVQAE, ModelConfig, ModelOutput
+from pvqae.routing import RoutingOutput
+from pvqae.scoring import ScoreConfig, gaussian_blur, image_scores, reconstruction_error, score_batch
+
+SIZE = 32
+G = 8  # coarse grid of the tiny config
+ROWS, COLS = slice(8, 16), slice(4, 12)  # the badly reconstructed square
+
+
+def _cfg(**kw) -> ModelConfig:
+    base = dict(image_size=SIZE, ch=8, ch_mult=(1, 1, 2), embed_dim=8, num_codes=16, router_hidden=16, groups=8)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def _x(b: int = 2, seed: int = 1) -> torch.Tensor:
+    return torch.rand(b, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def _one_hot(levels: torch.Tensor) -> torch.Tensor:
+    return F.one_hot(levels, 3).permute(0, 3, 1, 2).float()
+
+
+class StubModel(PVQAE):
+    """A PVQAE whose reconstruction equals the input except on one square; the routed
+    budget is fixed. The "given" reconstruction errs by ``given_delta``, the routed one by
+    ``routed_delta`` (so the tests can tell which one was scored)."""
+
+    def __init__(self, routed: torch.Tensor, given_delta: float = 0.5, routed_delta: float = 0.25,
+                 static: bool = False):
+        torch.manual_seed(0)
+        super().__init__(_cfg(levels=(0,)) if static else _cfg())
+        self.routed = routed
+        self.given_delta = given_delta
+        self.routed_delta = routed_delta
+        self.calls: list[tuple[str, torch.Tensor | None]] = []
+
+    def forward(self, x, mode="dynamic", level_map=None, tau=1.0, generator=None):  # noqa: D401
+        self.calls.append((mode, level_map))
+        recon = x.clone()
+        delta = self.given_delta if mode == "given" else self.routed_delta
+        recon[:, :, ROWS, COLS] += delta
+        if not self.dynamic:
+            return ModelOutput(recon, x.new_zeros(()), None, [], [], torch.ones(1))
+        levels = self.routed if mode == "dynamic" else level_map
+        gate = _one_hot(levels)
+        return ModelOutput(recon, x.new_zeros(()), RoutingOutput(gate, gate, levels), [], [], gate.mean((0, 2, 3)))
+
+
+class StubPrior:
+    """Prior whose predict_all returns fixed probabilities."""
+
+    def __init__(self, probs: torch.Tensor):
+        self.probs = probs
+        self.calls: list[tuple[torch.Tensor, object]] = []
+
+    def predict_all(self, levels, class_index=None):
+        self.calls.append((levels, class_index))
+        return self.probs
+
+
+def _routed(b: int = 2) -> torch.Tensor:
+    return torch.randint(0, 3, (b, G, G), generator=torch.Generator().manual_seed(11))
+
+
+def _probs(b: int = 2) -> torch.Tensor:
+    return torch.randn(b, 3, G, G, generator=torch.Generator().manual_seed(12)).mul(2).softmax(1)
+
+
+def _manual_budget_px(probs: torch.Tensor, routed: torch.Tensor) -> torch.Tensor:
+    budget = -torch.log(probs.gather(1, routed[:, None])[:, 0])
+    f = SIZE // G
+    ys = torch.arange(SIZE) // f
+    return budget[:, ys][:, :, ys]  # budget_px[b, y, x] = budget[b, y // f, x // f]
+
+
+# ------------------------------------------------------------------ pieces
+
+
+def test_reconstruction_error_values():
+    x = _x()
+    assert torch.equal(reconstruction_error(x, x), torch.zeros(2, SIZE, SIZE))
+    err = reconstruction_error(torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4))
+    assert torch.equal(err, torch.full((1, 4, 4), 3.0))  # squared error summed over channels
+    y = torch.zeros(1, 3, 2, 2)
+    y[0, :, 0, 1] = torch.tensor([1.0, 2.0, 0.5])
+    assert torch.equal(reconstruction_error(y, torch.zeros_like(y)), torch.tensor([[[0.0, 5.25], [0.0, 0.0]]]))
+
+
+def test_image_scores_max_and_topk():
+    m = torch.arange(100.0).view(1, 10, 10).repeat(2, 1, 1)
+    m[1] = m[1].flip(-1) * 2
+    assert torch.equal(image_scores(m, ScoreConfig(image_score="max")), torch.tensor([99.0, 198.0]))
+    s = image_scores(m, ScoreConfig(image_score="topk", topk_fraction=0.05))  # top 5 values
+    torch.testing.assert_close(s, torch.tensor([97.0, 194.0]))
+    s1 = image_scores(m, ScoreConfig(image_score="topk", topk_fraction=1e-9))  # at least one value
+    torch.testing.assert_close(s1, torch.tensor([99.0, 198.0]))
+    with pytest.raises(ValueError, match="image_score must be 'max' or 'topk', got 'mean'"):
+        image_scores(m, ScoreConfig(image_score="mean"))
+
+
+def test_gaussian_blur_sigma_zero_is_identity():
+    x = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert gaussian_blur(x, 0.0) is x
+    assert gaussian_blur(x, -1.0) is x
+
+
+def test_gaussian_blur_preserves_constants_and_mass():
+    c = torch.full((2, 16, 16), 3.5)
+    torch.testing.assert_close(gaussian_blur(c, 1.5), c)
+    d = torch.zeros(1, 32, 32)
+    d[0, 16, 16] = 1.0
+    b = gaussian_blur(d, 1.5)
+    assert b.shape == d.shape
+    assert b.sum().item() == pytest.approx(1.0, rel=1e-5)  # far from the border: mass kept
+    assert b.max().item() < 0.2 and b[0, 16, 16] == b.max()
+    torch.testing.assert_close(b, b.flip(-1).roll(1, -1))  # symmetric about the delta
+    torch.testing.assert_close(b[0], b[0].t())
+
+
+def test_score_config_from_dict():
+    assert ScoreConfig.from_dict(None) == ScoreConfig()
+    assert ScoreConfig.from_dict({"image_score": "topk", "junk": 1}) == ScoreConfig(image_score="topk")
+
+
+# ------------------------------------------------------------------ score_batch with stubs
+
+
+def test_score_is_zero_where_reconstruction_is_perfect():
+    routed = _routed()
+    model = StubModel(routed)
+    prior = StubPrior(_probs())
+    x = _x()
+    out = score_batch(model, x, prior=prior)
+    outside = torch.ones(SIZE, SIZE, dtype=torch.bool)
+    outside[ROWS, COLS] = False
+    assert (out.budget_map > 0).all()  # the budget term is non-zero everywhere...
+    assert torch.equal(out.rec_map[:, outside], torch.zeros(2, int(outside.sum())))
+    assert torch.equal(out.score_map[:, outside], torch.zeros(2, int(outside.sum())))  # ...yet S = 0
+    assert (out.score_map[:, ~outside] > 0).all()
+
+
+def test_score_is_budget_times_rec_with_nearest_upsampling():
+    routed = _routed()
+    probs = _probs()
+    model = StubModel(routed)
+    prior = StubPrior(probs)
+    x = _x()
+    cls = torch.tensor([0, 1])
+    out = score_batch(model, x, class_index=cls, prior=prior)
+
+    # the prior sees the routed budget and the class index; reconstruction uses argmax p
+    assert torch.equal(prior.calls[0][0], routed) and prior.calls[0][1] is cls
+    assert [m for m, _ in model.calls] == ["dynamic", "given"]
+    assert torch.equal(model.calls[1][1], probs.argmax(1))
+    assert torch.equal(out.prior_levels, probs.argmax(1))
+    assert torch.equal(out.routed_levels, routed)
+    assert out.prior_probs is probs
+
+    budget = -torch.log(probs.gather(1, routed[:, None])[:, 0])
+    torch.testing.assert_close(out.budget_map, budget)
+    rec = torch.zeros(2, SIZE, SIZE)
+    rec[:, ROWS, COLS] = 3 * 0.5 ** 2  # the "given" reconstruction errs by 0.5 on 3 channels
+    torch.testing.assert_close(out.rec_map, rec)
+    torch.testing.assert_close(out.recon, model(x, mode="given", level_map=out.prior_levels).recon)
+    expected = _manual_budget_px(probs, routed) * rec
+    torch.testing.assert_close(out.score_map, expected)
+    assert out.score_map.shape == (2, SIZE, SIZE)
+    torch.testing.assert_close(out.image_score, expected.flatten(1).max(1).values)
+
+
+def test_score_topk_smoothing_and_combine_options():
+    routed, probs, x = _routed(), _probs(), _x()
+    expected = _manual_budget_px(probs, routed) * reconstruction_error(
+        x, StubModel(routed)(x, mode="given", level_map=probs.argmax(1)).recon)
+
+    out = score_batch(StubModel(routed), x, prior=StubPrior(probs),
+                      cfg=ScoreConfig(image_score="topk", topk_fraction=0.05))
+    k = round(0.05 * SIZE * SIZE)
+    torch.testing.assert_close(out.image_score, expected.flatten(1).topk(k, 1).values.mean(1))
+
+    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(smooth_sigma=1.0))
+    torch.testing.assert_close(out.score_map, gaussian_blur(expected, 1.0))
+    torch.testing.assert_close(out.image_score, gaussian_blur(expected, 1.0).flatten(1).max(1).values)
+
+    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(combine="rec"))
+    torch.testing.assert_close(out.score_map, out.rec_map)
+    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(combine="budget"))
+    torch.testing.assert_close(out.score_map, _manual_budget_px(probs, routed))
+
+    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(budget_upsample="bilinear"))
+    bil = F.interpolate(out.budget_map[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(out.score_map, bil * out.rec_map)
+
+    with pytest.raises(ValueError, match="combine must be 'product', 'rec' or 'budget', got 'sum'"):
+        score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(combine="sum"))
+
+
+def test_no_prior_scores_routed_reconstruction():
+    routed = _routed()
+    model = StubModel(routed)
+    x = _x()
+    out = score_batch(model, x, prior=None)
+    assert [m for m, _ in model.calls] == ["dynamic"]
+    assert torch.equal(out.budget_map, torch.ones(2, G, G))
+    rec = torch.zeros(2, SIZE, SIZE)
+    rec[:, ROWS, COLS] = 3 * 0.25 ** 2  # the routed reconstruction errs by 0.25
+    torch.testing.assert_close(out.rec_map, rec)
+    torch.testing.assert_close(out.score_map, rec)
+    assert out.prior_levels is None and out.prior_probs is None
+    assert torch.equal(out.routed_levels, routed)
+
+
+def test_static_model_scores_rec():
+    model = StubModel(_routed(), static=True)
+    x = _x()
+    out = score_batch(model, x, prior=StubPrior(_probs()))
+    assert out.routed_levels is None and out.prior_levels is None and out.prior_probs is None
+    assert torch.equal(out.budget_map, torch.ones(2, G, G))
+    torch.testing.assert_close(out.score_map, out.rec_map)
+    assert out.score_map[:, ROWS, COLS].min().item() == pytest.approx(3 * 0.25 ** 2)
+
+
+# ------------------------------------------------------------------ score_batch with real tiny models
+
+
+def test_real_model_without_prior_and_static():
+    torch.manual_seed(0)
+    model = PVQAE(_cfg()).eval()
+    x = _x()
+    out = score_batch(model, x)
+    ref = model(x, mode="dynamic")
+    torch.testing.assert_close(out.score_map, reconstruction_error(x, ref.recon))
+    assert torch.equal(out.routed_levels, ref.routing.levels)
+    assert torch.equal(out.budget_map, torch.ones(2, G, G))
+    torch.testing.assert_close(out.image_score, out.score_map.flatten(1).max(1).values)
+
+    torch.manual_seed(0)
+    static = PVQAE(_cfg(levels=(1,))).eval()
+    out = score_batch(static, x)
+    torch.testing.assert_close(out.score_map, reconstruction_error(x, static(x).recon))
+    assert out.routed_levels is None
+    assert out.budget_map.shape == (2, G, G)
+
+
+def test_real_model_with_prior_reconstructs_with_prior_levels():
+    torch.manual_seed(0)
+    model = PVQAE(_cfg()).eval()
+    x = _x()
+    probs = _probs()
+    out = score_batch(model, x, prior=StubPrior(probs))
+    ref = model(x, mode="given", level_map=probs.argmax(1))
+    torch.testing.assert_close(out.recon, ref.recon)
+    routed = model(x, mode="dynamic").routing.levels
+    torch.testing.assert_close(out.score_map, _manual_budget_px(probs, routed) * reconstruction_error(x, ref.recon))
