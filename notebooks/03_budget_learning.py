@@ -24,6 +24,7 @@ paths = None  # injected: output paths
 import torch
 
 from pvqae import pipeline, plots
+from pvqae.checkpoint import load_checkpoint
 from pvqae.config import PATHS, stage_params
 from pvqae.paths import repo_path
 from pvqae.train import TrainConfig, file_hash, load_model, routed_levels, train_autoencoder
@@ -42,7 +43,8 @@ torch.manual_seed(seed)
 model = load_model(pre_path).train()
 cfg = TrainConfig.from_dict({**params["pretrain"], **params["budget"]})
 stream = pipeline.train_stream(train, cfg.batch_size, seed + 1, cfg.augment_jitter)
-summary = train_autoencoder(model, stream, cfg, out_dir, "pvqae", seed, fingerprint_extra=file_hash(pre_path))
+summary = train_autoencoder(model, stream, cfg, out_dir, "pvqae", seed, fingerprint_extra=file_hash(pre_path),
+                            disc_state=load_checkpoint(pre_path).get("disc"))
 summary["heldout_l1"] = pipeline.heldout_error(model, val["image"], mode="dynamic")
 pipeline.write_json(summary, out_dir / "summary.json")
 summary

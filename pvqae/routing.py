@@ -111,7 +111,7 @@ def gumbel_softmax(logits: torch.Tensor, tau: float = 1.0, hard: bool = True, di
     if not hard:
         return soft
     one_hot = F.one_hot(soft.argmax(dim), logits.shape[dim]).movedim(-1, dim).to(soft.dtype)
-    return one_hot + soft - soft.detach()
+    return one_hot + (soft - soft.detach())  # exactly one-hot forward, soft gradient
 
 
 def upsample_to(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -198,11 +198,13 @@ def train_autoencoder(
     seed: int,
     fingerprint_extra: object = None,
     progress: bool = True,
+    disc_state: dict | None = None,
 ) -> dict:
     """Train ``model`` for ``cfg.steps`` steps; write ``out_dir/<name>.pt`` and ``<name>_log.csv``.
 
     Resumes from ``.resume/<name>-<fingerprint>/last.pt`` when an earlier run with the same
-    configuration was interrupted. Returns a summary dict (steps, seconds, images/s, final
+    configuration was interrupted. ``disc_state`` initialises the discriminator (budget
+    learning continues with the pre-trained one). Returns a summary dict (steps, seconds, images/s, final
     losses, code usage).
     """
     out_dir = Path(out_dir)
@@ -212,6 +214,8 @@ def train_autoencoder(
     resume_dir.mkdir(parents=True, exist_ok=True)
     use_gan = cfg.disc_weight > 0
     disc = PatchGANDiscriminator(model.cfg.in_channels, cfg.disc_ch, cfg.disc_layers, norm="group") if use_gan else None
+    if disc is not None and disc_state is not None:
+        disc.load_state_dict(disc_state)
     params = list(model.parameters()) if cfg.routing == "dynamic" else model.generator_parameters()
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas) if disc is not None else None
@@ -290,6 +294,8 @@ def train_autoencoder(
     log.write()
     final = {"model": model.state_dict(), "config": model.cfg.to_dict(), "train": asdict(cfg), "steps": cfg.steps,
              "seed": seed}
+    if disc is not None:
+        final["disc"] = disc.state_dict()
     save_checkpoint(out_dir / f"{name}.pt", final)
     shutil.rmtree(resume_dir, ignore_errors=True)
     done = cfg.steps - start

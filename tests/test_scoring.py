@@ -15,6 +15,14 @@ G = 8  # coarse grid of the tiny config
 ROWS, COLS = slice(8, 16), slice(4, 12)  # the badly reconstructed square
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _cfg(**kw) -> ModelConfig:
     base = dict(image_size=SIZE, ch=8, ch_mult=(1, 1, 2), embed_dim=8, num_codes=16, router_hidden=16, groups=8)
     base.update(kw)

@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny trained-model folder laid out like the pipeline's ``reports/``.
+
+Built directly in Python (no ``dvc repro``) in about a second: ``pipeline.prepare`` on a
+2-class synthetic set at 32 px, an untrained tiny PVQAE saved the way ``train_autoencoder``
+saves it, and a per-class Budget Prior Transformer trained for a few steps by ``train_prior``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY_CLASSES = ("printed", "texture")  # sorted, as the manifest lists them
+
+
+def tiny_data_params() -> dict:
+    """The ``data`` section of params.yaml for a tiny synthetic set (2 classes, 32 px)."""
+    return {
+        "dataset": "synthetic", "source": "pvqae/data/synthetic.py", "classes": None, "train_list": None,
+        "image_size": 32, "channels": 3, "patch_size": 4, "val_fraction": 0.0,
+        "entropy": {"wavelet": "haar", "level": 2, "noise_floor": 0.05},
+        "synthetic": {"classes": list(TINY_CLASSES), "defects": ["scratch"], "n_train": 3, "n_test_good": 2,
+                      "n_test_defect": 2},
+    }
+
+
+def build_tiny_reports(root: Path, prior_mode: str = "per-class") -> Path:
+    """Write ``root/prepared`` (arrays.npz, manifest.json, synthetic/) and ``root/models``
+    (``budget/pvqae.pt``, ``prior/prior.pt``) in the pipeline's formats; return ``root``."""
+    from pvqae import pipeline
+    from pvqae.checkpoint import save_checkpoint
+    from pvqae.model import PVQAE, ModelConfig
+    from pvqae.train import PriorConfig, routed_levels, train_prior
+
+    root = Path(root)
+    pipeline.prepare(tiny_data_params(), root / "prepared", seed=0, progress=False)
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_size=32, ch=8, ch_mult=(1, 1, 2), embed_dim=8, num_codes=16, router_hidden=16, groups=8)
+    model = PVQAE(cfg).eval()
+    save_checkpoint(root / "models" / "budget" / "pvqae.pt",
+                    {"model": model.state_dict(), "config": cfg.to_dict(), "train": {}, "steps": 0, "seed": 0})
+    train = pipeline.load_prepared(root / "prepared", "train")
+    levels = routed_levels(model, train["image"])
+    train_prior(levels, train["class_index"], len(train["classes"]),
+                PriorConfig(mode=prior_mode, steps=4, batch_size=4, dim=16, heads=2),
+                root / "models" / "prior" / "prior.pt", seed=0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_reports(tmp_path_factory) -> Path:
+    """A ``reports``-like folder with ``prepared/`` and ``models/`` of a tiny per-class model."""
+    return build_tiny_reports(tmp_path_factory.mktemp("tiny") / "reports")
