@@ -27,7 +27,13 @@ from pvqae import pipeline, plots
 from pvqae.checkpoint import load_checkpoint
 from pvqae.config import PATHS, stage_params
 from pvqae.paths import repo_path
-from pvqae.train import TrainConfig, file_hash, load_model, routed_levels, train_autoencoder
+from pvqae.train import (
+                            TrainConfig,
+                            file_hash,
+                            load_model,
+                            routed_levels,
+                            train_autoencoder,
+)
 
 params = params or stage_params("budget")
 paths = paths or dict(PATHS)

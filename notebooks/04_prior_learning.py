@@ -22,6 +22,7 @@ paths = None  # injected: output paths
 
 # %%
 import torch
+from IPython.display import display
 
 from pvqae import pipeline, plots
 from pvqae.config import PATHS, stage_params

@@ -22,6 +22,8 @@ params = None  # injected: params.yaml sections of this stage
 paths = None  # injected: output paths
 
 # %%
+from IPython.display import display
+
 from pvqae import pipeline, plots
 from pvqae.config import PATHS, stage_params
 from pvqae.metrics import METRIC_NAMES

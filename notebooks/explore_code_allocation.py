@@ -30,10 +30,10 @@
 # %% tags=["parameters"]
 models_dir = "reports/models"  # the pipeline's models (budget/pvqae.pt, prior/prior.pt)
 prepared_dir = "reports/prepared"  # arrays.npz + manifest.json of the prepare stage
-class_name = None  # None = the first class
+class_name = None  # None: the first class
 image_kind = "all"  # all | normal | defective
 image_index = 0  # index among the test images of that class and kind
-tau = 0.0  # routing temperature; 0 = argmax (evaluation)
+tau = 0.0  # routing temperature; 0: argmax (evaluation)
 force_level = "none"  # none | coarse | median | fine
 seed = 0  # Gumbel noise seed
 headless = False  # True: no widgets, save the figures to out_dir
@@ -101,9 +101,10 @@ else:
     w_cls = W.Dropdown(options=classes, value=class_name, description="class")
     w_kind = W.Dropdown(options=list(explore.IMAGE_KINDS), value=image_kind, description="images")
     w_idx = W.IntSlider(value=image_index, min=0, max=0, description="image")
-    w_tau = W.FloatSlider(value=tau, min=0.0, max=3.0, step=0.05, description="tau (0=argmax)")
+    w_tau = W.FloatSlider(value=tau or 0.0, min=0.0, max=3.0, step=0.05, description="tau (0=argmax)")
     w_seed = W.IntText(value=seed, description="seed")
-    w_force = W.Dropdown(options=list(explore.FORCE_CHOICES), value=force_level, description="force level")
+    w_force = W.Dropdown(options=list(explore.FORCE_CHOICES), value=force_level or "none",
+                          description="force level")
     w_out = W.Output()
 
     def update(_=None):

@@ -28,14 +28,18 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pvqae import plots
 from pvqae.model import LEVEL_NAMES, PVQAE
 from pvqae.pipeline import code_allocation
 from pvqae.prior import BudgetPriorTransformer
 from pvqae.routing import gumbel_softmax
-from pvqae.scoring import ScoreConfig, gaussian_blur, image_scores, reconstruction_error
+from pvqae.scoring import (
+    ScoreConfig,
+    combine_score_map,
+    image_scores,
+    reconstruction_error,
+)
 from pvqae.train import routed_levels
 
 FORCE_CHOICES = ("none",) + LEVEL_NAMES
@@ -53,23 +57,6 @@ def level_index(level: int | str | None) -> int | None:
     if int(level) not in (0, 1, 2):
         raise ValueError(f"force_level must be one of {FORCE_CHOICES} or 0/1/2, got {level!r}")
     return int(level)
-
-
-def _score_map(budget: torch.Tensor | None, rec: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
-    """S from the coarse budget CE (B, G, G) (None without prior) and S_rec (B, S, S), as
-    :func:`pvqae.scoring.score_batch` combines them."""
-    if budget is None:
-        return gaussian_blur(rec, cfg.smooth_sigma)
-    size = rec.shape[-1]
-    if cfg.budget_upsample == "nearest":
-        f = size // budget.shape[-1]
-        budget_px = budget.repeat_interleave(f, -1).repeat_interleave(f, -2)
-    else:
-        budget_px = F.interpolate(budget.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-    smap = {"product": budget_px * rec, "rec": rec, "budget": budget_px}.get(cfg.combine)
-    if smap is None:
-        raise ValueError(f"evaluate.score.combine must be 'product', 'rec' or 'budget', got {cfg.combine!r}")
-    return gaussian_blur(smap, cfg.smooth_sigma)
 
 
 @torch.no_grad()
@@ -138,7 +125,7 @@ def explain_image(model: PVQAE, prior: BudgetPriorTransformer | None, image: np.
     else:
         recon_levels, recon = routed, recon_routed
     rec = reconstruction_error(x, recon)
-    smap = _score_map(budget, rec, cfg)
+    smap = combine_score_map(budget, rec, cfg)
 
     def np0(t):
         return None if t is None else t[0].numpy()

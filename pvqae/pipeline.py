@@ -16,7 +16,13 @@ import torch
 from tqdm.auto import tqdm
 
 from pvqae import budget as budget_mod
-from pvqae.data import generate_synthetic, load_sample, read_dataset, summarize, validate_samples
+from pvqae.data import (
+    generate_synthetic,
+    load_sample,
+    read_dataset,
+    summarize,
+    validate_samples,
+)
 from pvqae.errors import DataError
 from pvqae.metrics import evaluate
 from pvqae.model import LEVEL_NAMES, PVQAE, ModelConfig

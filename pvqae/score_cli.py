@@ -112,17 +112,22 @@ def find_model_files(model_dir: str | Path, manifest: str | Path | None = None) 
                             f"reports/prepared/manifest.json)")
         return ModelFiles(found[0], found[1], m)
     manifests = [d.parent / "prepared" / "manifest.json", d / "manifest.json"]
-    manifest = next((m for m in manifests if m.is_file()), None)
-    if manifest is None:
+    found_manifest = next((m for m in manifests if m.is_file()), None)
+    if found_manifest is None:
         raise DataError(f"no manifest.json (class names, image size) for model folder {d}: expected "
                         f"{manifests[0]} or {manifests[1]}; run `dvc repro prepare`, or copy the pipeline's "
                         f"reports/prepared/manifest.json next to the checkpoints")
-    return ModelFiles(found[0], found[1], manifest)
+    return ModelFiles(found[0], found[1], found_manifest)
 
 
 def load_bundle(model_dir: str | Path, use_prior: bool = True, manifest: str | Path | None = None) -> Bundle:
     """Load the model, the prior (unless ``use_prior`` is False) and the manifest of a model
     folder (see :func:`find_model_files`); models in eval mode on the CPU.
+
+    Args:
+        model_dir: the pipeline's ``reports/models`` or a folder with ``pvqae.pt`` + ``prior.pt``.
+        use_prior: load the Budget Prior Transformer (False: ``prior`` None, mode "off").
+        manifest: the prepare stage's ``manifest.json`` (default: looked up beside the models).
 
     Raises:
         DataError: missing files, or a manifest that disagrees with the model's image size.
@@ -132,8 +137,8 @@ def load_bundle(model_dir: str | Path, use_prior: bool = True, manifest: str | P
 
     files = find_model_files(model_dir, manifest)
     with open(files.manifest) as f:
-        manifest = json.load(f)
-    classes = list(manifest.get("classes") or [])
+        meta = json.load(f)
+    classes = list(meta.get("classes") or [])
     if not classes:
         raise DataError(f"manifest {files.manifest} lists no classes; re-run `dvc repro prepare`")
     model = load_model(files.model)
@@ -141,9 +146,9 @@ def load_bundle(model_dir: str | Path, use_prior: bool = True, manifest: str | P
         raise DataError(f"{files.model} is a static single-level VQ, not a PVQAE; pass the folder holding "
                         f"budget/pvqae.pt")
     size, ch = model.cfg.image_size, model.cfg.in_channels
-    if int(manifest.get("image_size", size)) != size or int(manifest.get("channels", ch)) != ch:
-        raise DataError(f"manifest {files.manifest} says {manifest.get('image_size')} px x "
-                        f"{manifest.get('channels')} channels but model {files.model} is {size} px x {ch}; "
+    if int(meta.get("image_size", size)) != size or int(meta.get("channels", ch)) != ch:
+        raise DataError(f"manifest {files.manifest} says {meta.get('image_size')} px x "
+                        f"{meta.get('channels')} channels but model {files.model} is {size} px x {ch}; "
                         f"they come from different runs: run `dvc repro` to bring them in line")
     prior, mode = None, "off"
     if use_prior:
@@ -155,7 +160,7 @@ def load_bundle(model_dir: str | Path, use_prior: bool = True, manifest: str | P
         if prior is not None and prior.num_classes != len(classes) and mode == "per-class":
             raise DataError(f"prior {files.prior} has {prior.num_classes} classes but manifest {files.manifest} "
                             f"lists {len(classes)} ({', '.join(classes)}); run `dvc repro` to bring them in line")
-    return Bundle(model, prior, mode, classes, size, ch, files, manifest)
+    return Bundle(model, prior, mode, classes, size, ch, files, meta)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -276,7 +281,7 @@ def resolve_classes(items: Sequence[Item], classes: Sequence[str], prior_mode: s
 # ----------------------------------------------------------------------------- heatmaps
 
 def heatmap_figure(image: np.ndarray, score_map: np.ndarray, routed: np.ndarray | None,
-                   prior: np.ndarray | None = None, mask: np.ndarray | None = None, title: str = "",
+                   prior_levels: np.ndarray | None = None, mask: np.ndarray | None = None, title: str = "",
                    alpha: float = 0.5):
     """The image with its score map overlaid (hot colour map, ``alpha``; ground-truth
     contour in cyan when ``mask`` is given), beside the routed level map and, with a
@@ -285,7 +290,7 @@ def heatmap_figure(image: np.ndarray, score_map: np.ndarray, routed: np.ndarray 
 
     from pvqae import plots
 
-    n = 1 + (routed is not None) + (prior is not None)
+    n = 1 + (routed is not None) + (prior_levels is not None)
     fig, axes = plt.subplots(1, n, figsize=(2.4 * n + 0.6, 2.6), squeeze=False)
     axes = axes[0]
     size = image.shape[-1]
@@ -299,8 +304,8 @@ def heatmap_figure(image: np.ndarray, score_map: np.ndarray, routed: np.ndarray 
     fig.colorbar(im, ax=axes[0], fraction=0.046, pad=0.04)
     if routed is not None:
         plots.show_levels(axes[1], routed, size, "routed budget")
-    if prior is not None:
-        plots.show_levels(axes[2], prior, size, "prior budget")
+    if prior_levels is not None:
+        plots.show_levels(axes[n - 1], prior_levels, size, "prior budget")
     if n > 1:
         handles = [plt.Rectangle((0, 0), 1, 1, color=plots.LEVEL_CMAP(j)) for j in range(3)]
         fig.legend(handles, plots.LEVEL_LABELS, loc="lower center", ncol=3, fontsize=7, frameon=False)
@@ -315,6 +320,19 @@ def _fractions(levels: np.ndarray | None) -> list[float | None]:
     if levels is None:
         return [None] * 3
     return [float((levels == k).mean()) for k in range(3)]
+
+
+def _result_row(it: Item, classes: Sequence[str], image_score: float, max_budget_ce: float | None,
+                max_rec_error: float, routed: np.ndarray | None, prior_levels: np.ndarray | None) -> dict:
+    """One CSV row (without heatmap, mask and label)."""
+    row = {"file": str(it.path), "class": classes[it.class_index] if it.class_index is not None else None,
+           "image_score": image_score, "max_budget_ce": max_budget_ce, "max_rec_error": max_rec_error}
+    for lv, v in zip(LEVELS, _fractions(routed)):
+        row[f"frac_{lv}_routed"] = v
+    for lv, v in zip(LEVELS, _fractions(prior_levels)):
+        row[f"frac_{lv}_prior"] = v
+    row["heatmap"] = None
+    return row
 
 
 def score_images(model_dir: str | Path, paths: Sequence[str | Path], out_dir: str | Path,
@@ -353,7 +371,6 @@ def score_images(model_dir: str | Path, paths: Sequence[str | Path], out_dir: st
 
     from pvqae.data.images import image_size_hw, load_image, load_mask, open_image
     from pvqae.data.readers import raise_problems
-    from pvqae.metrics import evaluate
     from pvqae.scoring import score_batch
 
     if batch_size < 1:
@@ -378,7 +395,9 @@ def score_images(model_dir: str | Path, paths: Sequence[str | Path], out_dir: st
         raise_problems([f"{e} (or pass --skip-bad to list it in scores.csv and go on)" for e in errors.values()],
                        f"{len(items)} images")
     out = Path(out_dir).expanduser()
-    (out / "heatmaps").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if heatmaps:
+        (out / "heatmaps").mkdir(exist_ok=True)
 
     size, ch = bundle.image_size, bundle.channels
     rows: list[dict | None] = [None] * len(items)
@@ -415,18 +434,9 @@ def score_images(model_dir: str | Path, paths: Sequence[str | Path], out_dir: st
             smap = res.score_map[j].numpy()
             routed = res.routed_levels[j].numpy() if res.routed_levels is not None else None
             prior_lv = res.prior_levels[j].numpy() if res.prior_levels is not None else None
-            row = {
-                "file": str(it.path),
-                "class": bundle.classes[it.class_index] if it.class_index is not None else None,
-                "image_score": float(res.image_score[j]),
-                "max_budget_ce": float(res.budget_map[j].max()) if prior is not None else None,
-                "max_rec_error": float(res.rec_map[j].max()),
-            }
-            for lv, v in zip(LEVELS, _fractions(routed)):
-                row[f"frac_{lv}_routed"] = v
-            for lv, v in zip(LEVELS, _fractions(prior_lv)):
-                row[f"frac_{lv}_prior"] = v
-            row["heatmap"] = None
+            row = _result_row(it, bundle.classes, float(res.image_score[j]),
+                              float(res.budget_map[j].max()) if prior is not None else None,
+                              float(res.rec_map[j].max()), routed, prior_lv)
             if heatmaps:
                 fig = heatmap_figure(xs[j], smap, routed, prior_lv, ms[j] if it.mask is not None else None,
                                      f"{it.rel.as_posix()}  score {row['image_score']:.4g}")
@@ -446,7 +456,7 @@ def score_images(model_dir: str | Path, paths: Sequence[str | Path], out_dir: st
     final = [{c: r.get(c) for c in cols} for r in rows if r is not None]
     write_csv(final, out / "scores.csv", cols)
     if masks_dir is not None:
-        write_metrics(items, rows, kept, out / "metrics.json", evaluate)
+        write_metrics(items, rows, kept, out / "metrics.json")
     return final
 
 
@@ -459,10 +469,17 @@ def write_csv(rows: list[dict], path: Path, cols: Sequence[str]) -> None:
             w.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in r.items()})
 
 
-def write_metrics(items: list[Item], rows: list, kept: list, path: Path, evaluate) -> dict:
+def write_metrics(items: list[Item], rows: list, kept: list, path: Path) -> dict:
     """``metrics.json``: :func:`pvqae.metrics.evaluate` per class (``"all"`` when the class is
     unknown) on the images scored; labels = mask non-empty. Image AUROC and F1 need both
-    normal and defective images of a class (else NaN -> null)."""
+    normal and defective images of a class (else NaN -> null).
+
+    Args:
+        items: every image given; rows: their result rows (by index);
+        kept: (index, score map, mask, label) of each image scored; path: the JSON file.
+    """
+    from pvqae.metrics import evaluate
+
     records: dict[str, dict[str, list]] = {}
     for i, smap, mask, label in kept:
         cls = rows[i]["class"] or "all"

@@ -99,12 +99,31 @@ def reconstruction_error(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     return (x - recon).pow(2).sum(1)
 
 
+def combine_score_map(budget: torch.Tensor | None, rec: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
+    """S from the coarse budget CE map (B, G, G) -- None without a prior -- and S_rec (B, S, S):
+    the budget map is upsampled to pixels (``cfg.budget_upsample``) and multiplied with S_rec
+    (``cfg.combine == "product"``, the paper), then optionally smoothed."""
+    if budget is None:
+        return gaussian_blur(rec, cfg.smooth_sigma)
+    size = rec.shape[-1]
+    if cfg.budget_upsample == "nearest":
+        f = size // budget.shape[-1]
+        budget_px = budget.repeat_interleave(f, -1).repeat_interleave(f, -2)
+    elif cfg.budget_upsample == "bilinear":
+        budget_px = F.interpolate(budget.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    else:
+        raise ValueError(f"evaluate.score.budget_upsample must be 'nearest' or 'bilinear', got {cfg.budget_upsample!r}")
+    smap = {"product": budget_px * rec, "rec": rec, "budget": budget_px}.get(cfg.combine)
+    if smap is None:
+        raise ValueError(f"evaluate.score.combine must be 'product', 'rec' or 'budget', got {cfg.combine!r}")
+    return gaussian_blur(smap, cfg.smooth_sigma)
+
+
 @torch.no_grad()
 def score_batch(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None = None,
                 prior: BudgetPriorTransformer | None = None, cfg: ScoreConfig | None = None) -> ScoreOutput:
     """Defect scores of a batch (eval mode expected; see module docstring)."""
     cfg = cfg or ScoreConfig()
-    size = x.shape[-1]
     if not model.dynamic:
         out = model(x)
         rec = reconstruction_error(x, out.recon)
@@ -124,17 +143,5 @@ def score_batch(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None 
             recon = model(x, mode="given", level_map=prior_levels).recon
             budget = -torch.log(probs.gather(1, routed.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
         rec = reconstruction_error(x, recon)
-    if cfg.budget_upsample == "nearest":
-        budget_px = budget.repeat_interleave(size // budget.shape[-1], -1).repeat_interleave(size // budget.shape[-2], -2)
-    else:
-        budget_px = F.interpolate(budget.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-    if cfg.combine == "product" or prior is None:
-        smap = budget_px * rec if prior is not None else rec
-    elif cfg.combine == "rec":
-        smap = rec
-    elif cfg.combine == "budget":
-        smap = budget_px
-    else:
-        raise ValueError(f"evaluate.score.combine must be 'product', 'rec' or 'budget', got {cfg.combine!r}")
-    smap = gaussian_blur(smap, cfg.smooth_sigma)
+    smap = combine_score_map(budget if prior is not None else None, rec, cfg)
     return ScoreOutput(smap, image_scores(smap, cfg), rec, budget, recon, routed, prior_levels, probs)

@@ -21,22 +21,26 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from pvqae import budget as budget_mod
 from pvqae.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from pvqae.losses import (PatchGANDiscriminator, adaptive_gan_weight, check_finite, disc_factor,
-                          generator_adv_loss, hinge_d_loss, ssim)
+from pvqae.losses import (
+    PatchGANDiscriminator,
+    adaptive_gan_weight,
+    check_finite,
+    disc_factor,
+    generator_adv_loss,
+    hinge_d_loss,
+    ssim,
+)
 from pvqae.model import PVQAE, ModelConfig
 from pvqae.paths import REPO_ROOT
 from pvqae.prior import BudgetPriorTransformer
@@ -52,6 +56,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 16
     lr: float = 2e-4
+    router_lr: float = 0.0  # learning rate of the routing MLP; 0 = same as lr
     betas: tuple[float, float] = (0.5, 0.9)
     grad_clip: float = 1.0
     l1_weight: float = 1.0
@@ -216,8 +221,13 @@ def train_autoencoder(
     disc = PatchGANDiscriminator(model.cfg.in_channels, cfg.disc_ch, cfg.disc_layers, norm="group") if use_gan else None
     if disc is not None and disc_state is not None:
         disc.load_state_dict(disc_state)
-    params = list(model.parameters()) if cfg.routing == "dynamic" else model.generator_parameters()
-    opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+    params = model.generator_parameters()
+    groups = [{"params": params}]
+    if cfg.routing == "dynamic" and model.router is not None:
+        router = list(model.router.parameters())
+        groups.append({"params": router, "lr": cfg.router_lr or cfg.lr})
+        params = params + router
+    opt = torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas) if disc is not None else None
 
     start = 0

@@ -49,7 +49,29 @@ def build_tiny_reports(root: Path, prior_mode: str = "per-class") -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tiny models on one torch thread (and its kernels, via OMP_NUM_THREADS):
+    with the cores busy, several threads on 32 px images are ten times slower, not faster."""
+    import os
+
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
 @pytest.fixture(scope="session")
 def tiny_reports(tmp_path_factory) -> Path:
     """A ``reports``-like folder with ``prepared/`` and ``models/`` of a tiny per-class model."""
-    return build_tiny_reports(tmp_path_factory.mktemp("tiny") / "reports")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_tiny_reports(tmp_path_factory.mktemp("tiny") / "reports")
+    finally:
+        torch.set_num_threads(before)

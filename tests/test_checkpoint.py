@@ -11,7 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from pvqae.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pvqae.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from pvqae.errors import PVQAEError
 
 

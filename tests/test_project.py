@@ -8,8 +8,16 @@ import shutil
 import pytest
 import yaml
 
-from pvqae.config import (PATHS, PROFILE_DIR, PROFILE_GROUPS, STAGES, apply_profiles, flat_keys, load_yaml,
-                          stage_params)
+from pvqae.config import (
+    PATHS,
+    PROFILE_DIR,
+    PROFILE_GROUPS,
+    STAGES,
+    apply_profiles,
+    flat_keys,
+    load_yaml,
+    stage_params,
+)
 from pvqae.paths import REPO_ROOT
 
 

@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pvqae.routing import DynamicRouter, RoutingOutput, assemble_codes, gumbel_softmax, level_masks, upsample_to
+from pvqae.routing import (
+    DynamicRouter,
+    RoutingOutput,
+    assemble_codes,
+    gumbel_softmax,
+    level_masks,
+    upsample_to,
+)
 
 G = 4  # coarse grid
 D = 8  # code dim

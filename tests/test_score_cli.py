@@ -18,6 +18,8 @@ from pvqae.errors import DataError
 from pvqae.score_cli import CSV_COLUMNS, load_bundle, score_images
 from pvqae.scoring import score_batch
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NUMERIC = [c for c in CSV_COLUMNS if c not in ("file", "class", "heatmap")]
 
 

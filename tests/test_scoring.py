@@ -8,7 +8,13 @@ import torch.nn.functional as F
 
 from pvqae.model import PVQAE, ModelConfig, ModelOutput
 from pvqae.routing import RoutingOutput
-from pvqae.scoring import ScoreConfig, gaussian_blur, image_scores, reconstruction_error, score_batch
+from pvqae.scoring import (
+    ScoreConfig,
+    gaussian_blur,
+    image_scores,
+    reconstruction_error,
+    score_batch,
+)
 
 SIZE = 32
 G = 8  # coarse grid of the tiny config

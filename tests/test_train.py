@@ -13,7 +13,15 @@ import pvqae.train as T
 from pvqae import budget as budget_mod
 from pvqae.errors import TrainingError
 from pvqae.model import PVQAE, ModelConfig
-from pvqae.train import BatchStream, PriorConfig, TrainConfig, flip_augment, load_model, load_prior, train_prior
+from pvqae.train import (
+    BatchStream,
+    PriorConfig,
+    TrainConfig,
+    flip_augment,
+    load_model,
+    load_prior,
+    train_prior,
+)
 
 SIZE = 32
 G = 8  # coarse grid of the tiny model

@@ -30,7 +30,11 @@ from pvqae.data.readers import (
 from pvqae.data.records import NORMAL, Sample
 from pvqae.data.synthetic import (
     CLASSES as SYNTHETIC_CLASSES,
+)
+from pvqae.data.synthetic import (
     DEFECTS as SYNTHETIC_DEFECTS,
+)
+from pvqae.data.synthetic import (
     generate_synthetic,
     render_sample,
     write_synthetic_readme,

@@ -16,8 +16,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pvqae.data.records import Sample
 from pvqae.data.readers import raise_problems
+from pvqae.data.records import Sample
 from pvqae.errors import DataError
 
 RESAMPLE = {

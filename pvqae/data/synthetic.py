@@ -528,7 +528,7 @@ def write_synthetic_readme(out_dir: str | Path, summary: dict) -> Path:
         "defects: scratch (thin bright/dark polyline), crack (dark random-walk line),",
         "  stain (soft-edged blob of another colour), missing (print removed / threads gone /",
         "  chip broken off the edge). Each covers 0.5-5 % of the image.",
-        f"masks are exact: the pixels whose 8-bit value differs from the clean twin by more than",
+        "masks are exact: the pixels whose 8-bit value differs from the clean twin by more than",
         f"  {MASK_THRESHOLD} levels; all other pixels equal the clean image.",
         "",
         "counts:",
