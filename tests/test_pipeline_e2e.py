@@ -128,3 +128,44 @@ def test_second_repro_skips_and_a_param_change_reruns_only_downstream(tiny_repo)
     out = _run([sys.executable, "-m", "dvc", "repro"], repo, env)
     ran = {name for name in STAGES if f"Running stage '{name}'" in out}
     assert ran == {"prior", "evaluate", "ablations", "figures"}, out
+
+
+def test_explorer_notebook_runs_headless_on_the_pipeline_outputs(tiny_repo, tmp_path):
+    import jupytext
+    import papermill as pm
+
+    repo, env, _ = tiny_repo
+    src = tmp_path / "explore.ipynb"
+    jupytext.write(jupytext.read(repo / "notebooks" / "explore_code_allocation.py"), src, fmt="ipynb")
+    out_dir = tmp_path / "figs"
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(repo)
+    try:
+        pm.execute_notebook(str(src), str(tmp_path / "executed.ipynb"), kernel_name="python3", progress_bar=False,
+                            cwd=str(repo), parameters={"models_dir": str(repo / "reports" / "models"),
+                                                       "prepared_dir": str(repo / "reports" / "prepared"),
+                                                       "image_kind": "defective", "headless": True,
+                                                       "out_dir": str(out_dir)})
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+    pngs = sorted(out_dir.glob("*.png"))
+    assert len(pngs) >= 2 and all(p.stat().st_size > 1000 for p in pngs)
+
+
+def test_score_cli_on_the_pipeline_outputs(tiny_repo, tmp_path):
+    repo, env, _ = tiny_repo
+    cls_dir = repo / "reports" / "prepared" / "synthetic" / "texture"
+    out = tmp_path / "scored"
+    _run([sys.executable, "-m", "pvqae", "score", "--model", str(repo / "reports" / "models"),
+          "--images", str(cls_dir / "test"), "--masks", str(cls_dir / "ground_truth"), "--out", str(out)], repo, env)
+    n_images = len(list((cls_dir / "test").rglob("*.png")))
+    with open(out / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == n_images
+    assert all(r["class"] == "texture" and math.isfinite(float(r["image_score"])) for r in rows)
+    assert len(list((out / "heatmaps").glob("*.png"))) == n_images
+    m = json.loads((out / "metrics.json").read_text())
+    assert "image_auroc" in json.dumps(m)
