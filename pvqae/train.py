@@ -41,7 +41,7 @@ from pvqae.losses import (
     hinge_d_loss,
     ssim,
 )
-from pvqae.model import PVQAE, ModelConfig
+from pvqae.model import LEVEL_NAMES, PVQAE, ModelConfig
 from pvqae.paths import REPO_ROOT
 from pvqae.prior import BudgetPriorTransformer
 
@@ -290,8 +290,10 @@ def train_autoencoder(
             opt_d.step()
             row["d"] = d_loss.item()
         if out.routing is not None:
-            for k, lvl in enumerate(("coarse", "median", "fine")):
+            for k, lvl in enumerate(LEVEL_NAMES):
                 row[f"frac_{lvl}"] = float(out.used_fraction[k])
+        for lvl, ppl in zip(model.levels, out.perplexity):  # code usage: perplexity of the used codes
+            row[f"ppl_{LEVEL_NAMES[lvl]}"] = float(ppl)
         row["loss"] = loss.item()
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             log.add(row)
