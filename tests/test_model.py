@@ -8,6 +8,8 @@ import torch
 from pvqae.model import PVQAE, ModelConfig, ModelOutput
 from pvqae.routing import level_masks
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _cfg(**kw) -> ModelConfig:
     base = dict(image_size=32, ch=8, ch_mult=(1, 1, 2), embed_dim=8, num_codes=16, router_hidden=16, groups=8)
@@ -24,12 +26,6 @@ def _x(b: int = 2, size: int = 32, seed: int = 1) -> torch.Tensor:
     return torch.rand(b, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------ configuration

@@ -10,13 +10,9 @@ import torch
 
 from pvqae.quantizer import QuantizerOutput, VectorQuantizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 def _vq(num_codes: int = 16, dim: int = 8, beta: float = 0.25, dead_after: int = 0, seed: int = 0) -> VectorQuantizer:

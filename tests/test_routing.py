@@ -15,16 +15,12 @@ from pvqae.routing import (
     upsample_to,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 G = 4  # coarse grid
 D = 8  # code dim
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _feats(b: int = 2, seed: int = 0) -> list[torch.Tensor]:

@@ -16,17 +16,13 @@ from pvqae.scoring import (
     score_batch,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SIZE = 32
 G = 8  # coarse grid of the tiny config
 ROWS, COLS = slice(8, 16), slice(4, 12)  # the badly reconstructed square
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cfg(**kw) -> ModelConfig:
