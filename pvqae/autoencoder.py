@@ -126,16 +126,19 @@ class Encoder(nn.Module):
         self.levels = tuple(sorted(levels))
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         widths = [ch * m for m in ch_mult]
+        # build only down to the coarsest requested level (a static median-level VQ has no
+        # coarse stage: no unused parameters); the mid block closes the deepest built stage
+        depth = self.num_levels - min(self.levels)
         self.stages = nn.ModuleList()
         self.downs = nn.ModuleList()
         cin = ch
-        for i, w in enumerate(widths):
+        for i, w in enumerate(widths[:depth]):
             blocks = []
             for _ in range(num_res_blocks):
                 blocks.append(ResnetBlock(cin, w, groups))
                 cin = w
             self.stages.append(nn.Sequential(*blocks))
-            self.downs.append(Downsample(w) if i < len(widths) - 1 else nn.Identity())
+            self.downs.append(Downsample(w) if i < depth - 1 else nn.Identity())
         self.mid = nn.Sequential(ResnetBlock(cin, cin, groups), AttnBlock(cin, groups), ResnetBlock(cin, cin, groups))
         # level k (0 coarse, 1 median, 2 fine) reads encoder stage L-1-k
         self.heads = nn.ModuleDict({
@@ -150,7 +153,7 @@ class Encoder(nn.Module):
         for i, (stage, down) in enumerate(zip(self.stages, self.downs)):
             h = stage(h)
             k = self.num_levels - 1 - i
-            if i == self.num_levels - 1:
+            if i == len(self.stages) - 1:
                 h = self.mid(h)
             if str(k) in self.heads:
                 taps[k] = h

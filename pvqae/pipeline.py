@@ -7,6 +7,7 @@ The notebooks stay thin: they call these functions, show, plot and write outputs
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -276,8 +277,6 @@ def write_table(rows: list[dict], stem: Path, title: str = "", pct_cols: tuple[s
 
 def machine_info() -> dict:
     """Machine facts recorded with every metrics/benchmark file."""
-    import os
-
     return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available()}
@@ -286,7 +285,7 @@ def machine_info() -> dict:
 def write_json(obj: dict, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique per process: safe under torchrun
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
     tmp.replace(path)

@@ -116,11 +116,14 @@ class VectorQuantizer(nn.Module):
         flat = z.permute(0, 2, 3, 1).reshape(-1, self.dim)
         if used is not None:
             flat = flat[used.reshape(-1)]
-        if flat.shape[0] == 0:
+        synced = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if flat.shape[0] == 0 and not synced:
             return
-        pick = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
-        new = flat[pick]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if flat.shape[0] > 0:
+            new = flat[torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)]
+        else:  # this process has no used position; rank 0's choice arrives by broadcast
+            new = torch.zeros(dead.numel(), self.dim, device=z.device, dtype=z.dtype)
+        if synced:  # every process restarts the same codes with rank 0's vectors
             torch.distributed.broadcast(new, src=0)
         self.codebook.weight.data[dead] = new
         self.idle_steps[dead] = 0

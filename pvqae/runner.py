@@ -28,6 +28,8 @@ def run_stage(stage: str, params: dict | None = None, executed: Path | None = No
 
     injected = {"params": stage_params(stage, params), "paths": dict(PATHS)}
     executed = Path(executed or REPO_ROOT / PATHS["executed"] / f"{stage}.ipynb")
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun only rank 0 keeps the executed notebook
+        executed = Path(tempfile.gettempdir()) / f"pvqae-rank{os.environ['RANK']}-{stage}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(notebook_source(stage))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pvqae import budget as budget_mod
+from pvqae import distributed
 from pvqae.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pvqae.losses import (
     PatchGANDiscriminator,
@@ -212,6 +213,7 @@ def train_autoencoder(
     learning continues with the pre-trained one). Returns a summary dict (steps, seconds, images/s, final
     losses, code usage).
     """
+    distributed.init_from_env()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(name, seed, asdict(cfg), model.cfg.to_dict(), fingerprint_extra)
@@ -242,25 +244,31 @@ def train_autoencoder(
         set_rng_state(st["rng"])
         start = int(st["step"])
         print(f"[{name}] resuming from step {start} ({ckpt_path})")
+    net = distributed.wrap(model, find_unused_parameters=model.dynamic)  # DDP under torchrun, else the model
+    disc_net = distributed.wrap(disc) if disc is not None else None
     log = _CsvLog(out_dir / f"{name}_log.csv", start)
     elapsed = 0.0 if start == 0 else float(st.get("elapsed", 0.0))
 
     def save(step: int) -> None:
+        if not distributed.is_main():
+            distributed.barrier()
+            return
         state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng_state(),
                  "elapsed": elapsed}
         if disc is not None:
             state["disc"], state["opt_d"] = disc.state_dict(), opt_d.state_dict()
         save_checkpoint(ckpt_path, state)
         log.write()
+        distributed.barrier()
 
     model.train()
     bar = tqdm(range(start, cfg.steps), desc=name, disable=not progress, mininterval=5)
     t0 = time.perf_counter()
     for step in bar:
-        b = stream.batch(step)
+        b = distributed.shard(stream.batch(step))
         x = b["image"]
         gen = torch.Generator().manual_seed(seed * 9_000_011 + step)
-        out = model(x, mode=cfg.routing, tau=cfg.tau_at(step), generator=gen) if model.dynamic else model(x)
+        out = net(x, mode=cfg.routing, tau=cfg.tau_at(step), generator=gen) if model.dynamic else net(x)
         rec = reconstruction_loss(x, out.recon, cfg)
         loss = rec + cfg.vq_weight * out.vq_loss
         row: dict = {"step": step, "rec": rec.item(), "vq": out.vq_loss.item()}
@@ -283,7 +291,7 @@ def train_autoencoder(
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         if disc is not None and step >= cfg.disc_start:
-            d_loss = hinge_d_loss(disc(x), disc(out.recon.detach()))
+            d_loss = hinge_d_loss(*disc_net(torch.cat([x, out.recon.detach()])).chunk(2))
             check_finite("discriminator loss", d_loss, step)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
@@ -303,6 +311,17 @@ def train_autoencoder(
             t0 = time.perf_counter()
             save(step + 1)
     elapsed += time.perf_counter() - t0
+    summary = {
+        "name": name, "steps": cfg.steps, "resumed_from": start, "train_seconds": elapsed,
+        "train_images_per_second": ((cfg.steps - start) * stream.batch_size / elapsed) if elapsed > 0 and cfg.steps > start
+        else None,
+        "final": {k: v for k, v in (log.rows[-1].items() if log.rows else {}) if k != "step"},
+        "codes_in_use": [q.codes_in_use() for q in model.quantizers],
+        "processes": distributed.world_size(),
+    }
+    if not distributed.is_main():
+        distributed.barrier()
+        return summary
     log.write()
     final = {"model": model.state_dict(), "config": model.cfg.to_dict(), "train": asdict(cfg), "steps": cfg.steps,
              "seed": seed}
@@ -310,15 +329,9 @@ def train_autoencoder(
         final["disc"] = disc.state_dict()
     save_checkpoint(out_dir / f"{name}.pt", final)
     shutil.rmtree(resume_dir, ignore_errors=True)
-    done = cfg.steps - start
-    summary = {
-        "name": name, "steps": cfg.steps, "resumed_from": start, "train_seconds": elapsed,
-        "train_images_per_second": (done * stream.batch_size / elapsed) if elapsed > 0 and done else None,
-        "final": {k: v for k, v in (log.rows[-1].items() if log.rows else {}) if k != "step"},
-        "codes_in_use": [q.codes_in_use() for q in model.quantizers],
-    }
     with open(out_dir / f"{name}_summary.json", "w") as f:
         json.dump(summary, f, indent=2)
+    distributed.barrier()
     return summary
 
 

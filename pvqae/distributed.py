@@ -1,0 +1,76 @@
+"""Data-parallel training across processes, GPUs or hosts with PyTorch's own engine.
+
+Launch any training stage with ``torchrun`` (``torchrun --nproc-per-node 4 -m pvqae run
+pretrain``) and the same code path trains with ``DistributedDataParallel``: each process
+takes its slice of every global batch (``batch_size`` stays the global batch), gradients are
+averaged by DDP, the quantizers' dead-code restarts are synchronised (``pvqae.quantizer``),
+and only rank 0 writes checkpoints and logs. Without torchrun's environment nothing changes.
+The backend is NCCL on CUDA and gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_from_env() -> bool:
+    """Join the process group described by torchrun's environment (RANK, WORLD_SIZE,
+    MASTER_ADDR, MASTER_PORT); returns True when running distributed with >1 process."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size() > 1
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_world_size() > 1
+
+
+def active() -> bool:
+    """True inside an initialised process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or not distributed): the process that writes files."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def shard(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """This process's slice of a global batch (rows rank, rank + world, ...)."""
+    if not active():
+        return batch
+    r, w = rank(), world_size()
+    n = next(iter(batch.values())).shape[0]
+    if n < w:
+        raise ValueError(f"global batch of {n} images cannot be split over {w} processes; raise batch_size")
+    return {k: v[r::w] for k, v in batch.items()}
+
+
+def wrap(module: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """DistributedDataParallel around ``module`` when distributed, else ``module`` itself.
+
+    A routed PVQAE needs ``find_unused_parameters=True``: random routing in pre-training
+    leaves the router without gradient."""
+    if not active():
+        return module
+    device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids,
+                                                     find_unused_parameters=find_unused_parameters)
