@@ -28,6 +28,14 @@ def main(argv: list[str] | None = None) -> int:
                                    "OUT/metrics.json.")
     score_cli.add_arguments(s)
 
+    b = sub.add_parser("benchmark", help="speed and size of a profile's model -> reports/benchmarks/*.json")
+    b.add_argument("--profile", action="append", default=[], help="size profile(s): tiny, default, cpu, paper")
+    b.add_argument("--image-size", type=int, default=None, help="override the profile's image size (e.g. 256)")
+    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--n-train", type=int, default=761, help="training images for the PatchCore bank (MTSD: 761)")
+    b.add_argument("--out", default="reports/benchmarks")
+    b.add_argument("--table", action="store_true", help="only print the markdown table of the JSON files in --out")
+
     args = ap.parse_args(argv)
     if args.cmd == "run":
         from pvqae.runner import run_stage
@@ -39,6 +47,21 @@ def main(argv: list[str] | None = None) -> int:
         params = apply_profiles(args.names, args.sets)
         print(f"params.yaml now: profile={params.get('profile')} dataset={params['data']['dataset']} "
               f"source={params['data']['source']}; run `dvc repro`")
+    elif args.cmd == "benchmark":
+        import json
+
+        from pvqae import benchmark
+        from pvqae.paths import repo_path
+
+        if args.table:
+            print(benchmark.table(repo_path(args.out)))
+            return 0
+        for prof in args.profile or ["default"]:
+            res = benchmark.run(prof, args.batch_size, n_train=args.n_train, image_size=args.image_size)
+            path = benchmark.write(res, repo_path(args.out))
+            print(path)
+            print(json.dumps({k: res[k] for k in ("image_size", "inference_images_per_second",
+                                                   "train_images_per_second", "model_mb", "prior_mb")}, indent=1))
     elif args.cmd == "score":
         return score_cli.run(args)
     return 0

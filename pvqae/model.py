@@ -143,11 +143,20 @@ class PVQAE(nn.Module):
                 tau: float = 1.0, generator: torch.Generator | None = None) -> ModelOutput:
         """Encode, route, quantize, assemble and decode ``x`` (B, C, S, S) in [0, 1]."""
         feats = self.encoder(x)
+        routing = self.route(feats, mode, level_map, tau, generator) if self.dynamic else None
+        return self.decode(feats, routing)
+
+    def decode(self, feats: list[torch.Tensor], routing: RoutingOutput | None) -> ModelOutput:
+        """Quantize the encoder's embeddings, assemble them by ``routing`` and decode.
+
+        Split from :meth:`forward` so that scoring encodes once, routes, and decodes only with
+        the prior's budget (``self.route(feats, "given", prior_levels, ...)``)."""
         if not self.dynamic:
             q = self.quantizer(0)(feats[0])
             return ModelOutput(self.decoder(q.z_q), q.loss_map.mean(), None, [q.indices], [q.perplexity],
-                               torch.ones(1, device=x.device))
-        routing = self.route(feats, mode, level_map, tau, generator)
+                               torch.ones(1, device=feats[0].device))
+        if routing is None:
+            raise ValueError("a PVQAE needs a routing to decode; see PVQAE.route")
         used = level_masks(routing.gate, self.sizes)
         outs = [self.quantizer(i)(f, used=u) for i, (f, u) in enumerate(zip(feats, used))]
         z = assemble_codes([o.z_q for o in outs], routing.gate)

@@ -130,17 +130,18 @@ def score_batch(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None 
         budget = torch.ones(x.shape[0], model.coarse_grid, model.coarse_grid, device=x.device)
         routed = prior_levels = probs = None
         recon = out.recon
-    else:
-        routed_out = model(x, mode="dynamic")
-        routed = routed_out.routing.levels
+    else:  # encode once; decode once, with the budget that reconstructs
+        feats = model.encoder(x)
+        routing = model.route(feats, "dynamic", None, 1.0, None)
+        routed = routing.levels
         if prior is None:
-            recon = routed_out.recon
+            recon = model.decode(feats, routing).recon
             budget = torch.ones_like(routed, dtype=x.dtype)
             prior_levels = probs = None
         else:
             probs = prior.predict_all(routed, class_index)
             prior_levels = probs.argmax(1)
-            recon = model(x, mode="given", level_map=prior_levels).recon
+            recon = model.decode(feats, model.route(feats, "given", prior_levels, 1.0, None)).recon
             budget = -torch.log(probs.gather(1, routed.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
         rec = reconstruction_error(x, recon)
     smap = combine_score_map(budget if prior is not None else None, rec, cfg)

@@ -39,30 +39,41 @@ def _one_hot(levels: torch.Tensor) -> torch.Tensor:
     return F.one_hot(levels, 3).permute(0, 3, 1, 2).float()
 
 
+class _IdentityEncoder(torch.nn.Module):
+    def forward(self, x):
+        return [x]
+
+
 class StubModel(PVQAE):
     """A PVQAE whose reconstruction equals the input except on one square; the routed
     budget is fixed. The "given" reconstruction errs by ``given_delta``, the routed one by
-    ``routed_delta`` (so the tests can tell which one was scored)."""
+    ``routed_delta`` (so the tests can tell which one was scored). It plugs into the real
+    ``forward``/scoring path through ``encoder`` (identity), ``route`` and ``decode``."""
 
     def __init__(self, routed: torch.Tensor, given_delta: float = 0.5, routed_delta: float = 0.25,
                  static: bool = False):
         torch.manual_seed(0)
         super().__init__(_cfg(levels=(0,)) if static else _cfg())
+        self.encoder = _IdentityEncoder()
         self.routed = routed
         self.given_delta = given_delta
         self.routed_delta = routed_delta
         self.calls: list[tuple[str, torch.Tensor | None]] = []
 
-    def forward(self, x, mode="dynamic", level_map=None, tau=1.0, generator=None):  # noqa: D401
+    def route(self, feats, mode, level_map, tau, generator):
         self.calls.append((mode, level_map))
-        recon = x.clone()
-        delta = self.given_delta if mode == "given" else self.routed_delta
-        recon[:, :, ROWS, COLS] += delta
-        if not self.dynamic:
-            return ModelOutput(recon, x.new_zeros(()), None, [], [], torch.ones(1))
         levels = self.routed if mode == "dynamic" else level_map
         gate = _one_hot(levels)
-        return ModelOutput(recon, x.new_zeros(()), RoutingOutput(gate, gate, levels), [], [], gate.mean((0, 2, 3)))
+        return RoutingOutput(gate, gate, levels)
+
+    def decode(self, feats, routing):
+        x = feats[0]
+        recon = x.clone()
+        given = bool(self.calls) and self.calls[-1][0] == "given"
+        recon[:, :, ROWS, COLS] += self.given_delta if given else self.routed_delta
+        if routing is None:
+            return ModelOutput(recon, x.new_zeros(()), None, [], [], torch.ones(1))
+        return ModelOutput(recon, x.new_zeros(()), routing, [], [], routing.gate.mean((0, 2, 3)))
 
 
 class StubPrior:

@@ -1,0 +1,133 @@
+"""Speed and size benchmark: ``python -m pvqae benchmark --profile paper`` writes
+``reports/benchmarks/speed_size_<profile>.json``.
+
+Measured for the model a profile defines (weights do not matter for speed or size, so the
+model is freshly initialised; no data needed):
+
+- inference images/s of the full defect score (routing, prior with every position masked,
+  reconstruction with the prior budget; Sec. III-C2), batched, and the process's peak
+  resident memory;
+- training images/s of one budget-learning step (routing, budget loss, VQ-GAN losses);
+- the size of PVQAE + Budget Prior Transformer in MB (float32 state dicts);
+- for comparison, the size of a PatchCore memory bank for the same training set, computed
+  from the architecture: WideResNet-50-2 layer2 + layer3 features at stride 8, aggregated and
+  projected to 1024 dims (PatchCore's default), one float32 vector per stride-8 position per
+  training image, before and after coreset subsampling.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from pvqae import budget, pipeline
+from pvqae.config import deep_merge, load_params, load_yaml, profile_path
+from pvqae.model import PVQAE
+from pvqae.prior import BudgetPriorTransformer
+from pvqae.scoring import score_batch
+from pvqae.train import TrainConfig, reconstruction_loss
+
+PATCHCORE_DIM = 1024  # PatchCore's target embedding dimension (Roth et al. 2022)
+PATCHCORE_STRIDE = 8  # WideResNet-50-2 layer2 resolution (layer3 is upsampled to it)
+
+
+def state_dict_mb(module: torch.nn.Module) -> float:
+    """Bytes of a module's parameters and buffers, in MB (1e6 bytes)."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values()) / 1e6
+
+
+def patchcore_bank_mb(n_train: int, image_size: int, coreset_ratio: float = 0.1) -> dict:
+    """Memory bank of PatchCore (WRN-50-2, layer2+3, 1024-d, float32) for ``n_train`` images."""
+    positions = (image_size // PATCHCORE_STRIDE) ** 2
+    full = n_train * positions * PATCHCORE_DIM * 4 / 1e6
+    return {"n_train": n_train, "image_size": image_size, "positions_per_image": positions, "dim": PATCHCORE_DIM,
+            "full_mb": full, "coreset_ratio": coreset_ratio, "coreset_mb": full * coreset_ratio}
+
+
+def profile_params(names: list[str]) -> dict:
+    """params.yaml with profile overlays applied in memory (params.yaml is not touched)."""
+    params = load_params()
+    for n in names:
+        params = deep_merge(params, load_yaml(profile_path(n)))
+    return params
+
+
+def _timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+def run(profile: str, batch_size: int = 8, repeats: int = 3, n_train: int = 761, num_classes: int = 1,
+        image_size: int | None = None, seed: int = 0) -> dict:
+    """Benchmark the model of ``profile`` (``n_train`` default: MTSD's published train split)."""
+    torch.manual_seed(seed)
+    params = profile_params([profile])
+    data = dict(params["data"])
+    if image_size:
+        data["image_size"] = image_size
+        data["patch_size"] = image_size // (2 ** (len(params["model"]["ch_mult"]) - 1))
+    cfg = pipeline.model_config(params["model"], data)
+    model = PVQAE(cfg).eval()
+    p = params["prior"]
+    prior = BudgetPriorTransformer(num_levels=3, grid=cfg.grids[0], dim=p["dim"], heads=p["heads"],
+                                   prior="per-class", num_classes=num_classes).eval()
+    x = torch.rand(batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
+    cls = torch.zeros(batch_size, dtype=torch.long)
+    t0 = time.perf_counter()
+    infer = _timed(lambda: score_batch(model, x, cls, prior), repeats)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # Linux: kB
+
+    tc = TrainConfig.from_dict({**params["pretrain"], **params["budget"]})
+    train_model = PVQAE(cfg).train()
+    opt = torch.optim.Adam(train_model.parameters(), lr=1e-4)
+    ent = torch.rand(batch_size, cfg.grids[0], cfg.grids[0])
+
+    def step():
+        out = train_model(x, mode="dynamic")
+        costs = tc.budget_scale * budget.level_costs(ent, 3, tc.budget_factor, tc.budget_eps).permute(0, 3, 1, 2)
+        loss = reconstruction_loss(x, out.recon, tc) + out.vq_loss + budget.budget_loss(out.routing.gate, costs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    train = _timed(step, max(1, repeats - 1))
+    return {
+        "benchmark": "speed_size", "profile": profile, "machine": pipeline.machine_info(), "seed": seed,
+        "image_size": cfg.image_size, "grids": list(cfg.grids), "batch_size": batch_size,
+        "inference_images_per_second": batch_size / infer, "inference_peak_rss_mb": peak_mb,
+        "train_images_per_second": batch_size / train,
+        "model_mb": state_dict_mb(model), "prior_mb": state_dict_mb(prior),
+        "model_parameters": sum(q.numel() for q in model.parameters()),
+        "patchcore_wrn50_bank": patchcore_bank_mb(n_train, cfg.image_size),
+        "wall_seconds": time.perf_counter() - t0,
+        "note": "random weights: speed and size do not depend on them; threads = torch default",
+    }
+
+
+def write(result: dict, out_dir: Path) -> Path:
+    path = Path(out_dir) / f"speed_size_{result['profile']}_{result['image_size']}px.json"
+    pipeline.write_json(result, path)
+    return path
+
+
+def table(out_dir: Path) -> str:
+    """Markdown table of every ``speed_size_*.json`` under ``out_dir`` (for the README)."""
+    import json
+
+    rows = ["| profile | image | inference img/s (batch) | peak RSS MB | train img/s | PVQAE + prior MB | "
+            "PatchCore bank MB (full / 10 % coreset, n_train) | machine |", "|---|---|---|---|---|---|---|---|"]
+    for p in sorted(Path(out_dir).glob("speed_size_*.json")):
+        r = json.loads(p.read_text())
+        b = r["patchcore_wrn50_bank"]
+        m = r["machine"]
+        rows.append(f"| {r['profile']} | {r['image_size']} px | {r['inference_images_per_second']:.1f} ({r['batch_size']}) "
+                    f"| {r['inference_peak_rss_mb']:.0f} | {r['train_images_per_second']:.1f} "
+                    f"| {r['model_mb'] + r['prior_mb']:.1f} | {b['full_mb']:.0f} / {b['coreset_mb']:.0f} ({b['n_train']}) "
+                    f"| {m['cpu_count']} CPU, torch {m['torch'].split('+')[0]}{', CUDA' if m['cuda'] else ''} |")
+    return "\n".join(rows) + "\n"
