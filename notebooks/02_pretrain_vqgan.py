@@ -27,6 +27,7 @@ import torch
 
 from pvqae import pipeline, plots
 from pvqae.config import PATHS, stage_params
+from pvqae.model import PVQAE
 from pvqae.paths import repo_path
 from pvqae.train import TrainConfig, train_autoencoder
 
@@ -42,12 +43,10 @@ print(f"{len(train['image'])} training / {len(val['image'])} held-out normal ima
 # %%
 torch.manual_seed(seed)
 cfg = TrainConfig.from_dict(params["pretrain"])
-model = pipeline.model_config(params["model"], data)
-from pvqae.model import PVQAE
-
-pvqae_model = PVQAE(model)
+model_cfg = pipeline.model_config(params["model"], data)
+pvqae_model = PVQAE(model_cfg)
 print(f"PVQAE autoencoder: {sum(p.numel() for p in pvqae_model.parameters()) / 1e6:.2f} M parameters, "
-      f"grids (coarse, median, fine) = {model.grids}")
+      f"grids (coarse, median, fine) = {model_cfg.grids}")
 stream = pipeline.train_stream(train, cfg.batch_size, seed, cfg.augment_jitter)
 summary = train_autoencoder(pvqae_model, stream, cfg, out_dir, "pvqae_pretrain", seed)
 summary["heldout_l1"] = pipeline.heldout_error(pvqae_model, val["image"], mode="random",

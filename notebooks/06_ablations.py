@@ -43,29 +43,33 @@ tables = repo_path(paths["tables"]) / "ablations"
 figdir = repo_path(paths["figures"]) / "ablations"
 
 # %%
-prior_results = {}
+with open(repo_path(paths["metrics"]) / "evaluate.json") as f:
+    ev_metrics = json.load(f)
+# the prior mode of the main model was trained (prior stage) and scored (evaluate stage) already
+prior_results = {params["prior"]["mode"]: ev_metrics["pvqae"]}
 for mode in params["ablations"]["priors"]:
+    if mode in prior_results:
+        continue
     cfg = PriorConfig.from_dict({**params["prior"], "mode": mode})
     prior, _ = train_prior(levels, train["class_index"], len(train["classes"]), cfg, out_models / f"prior_{mode}.pt",
                            seed, progress=False)
     sc = pipeline.score_split(model, test, prior, score_cfg, ev["batch_size"], desc=f"prior {mode}")
     prior_results[mode] = pipeline.evaluate_scores(test, sc, ev["fpr_limit"])
-rows = [{"prior": m, "image_auroc": r["mean"]["image_auroc"], "pixel_auroc": r["mean"]["pixel_auroc"],
-         "aupro": r["mean"]["aupro"]} for m, r in prior_results.items()]
+rows = [{"prior": m, "image_auroc": prior_results[m]["mean"]["image_auroc"],
+         "pixel_auroc": prior_results[m]["mean"]["pixel_auroc"], "aupro": prior_results[m]["mean"]["aupro"]}
+        for m in params["ablations"]["priors"]]
 print(pipeline.write_table(rows, tables / "table3_priors", "Table III: normal budget priors (mean over classes, %)",
                            pct_cols=("image_auroc", "pixel_auroc", "aupro")))
 
 # %%
-with open(repo_path(paths["metrics"]) / "evaluate.json") as f:
-    ev_metrics = json.load(f)
 core = [{"method": m, **{k: ev_metrics[m]["mean"][k] for k in ("image_auroc", "pixel_auroc", "aupro")}}
         for m in ("static_vq", "pvqae")]
 print(pipeline.write_table(core, tables / "static_vs_pvqae", "Static VQ vs PVQAE (mean over classes, %)",
                            pct_cols=("image_auroc", "pixel_auroc", "aupro")))
-pipeline.write_json({"priors": {m: r["mean"] for m, r in prior_results.items()},
-                     "priors_per_class": {m: r["per_class"] for m, r in prior_results.items()},
+pipeline.write_json({"priors": {m: prior_results[m]["mean"] for m in params["ablations"]["priors"]},
+                     "priors_per_class": {m: prior_results[m]["per_class"] for m in params["ablations"]["priors"]},
                      "static_vs_pvqae": {r["method"]: r for r in core}},
                     repo_path(paths["metrics"]) / "ablations.json")
-fig = plots.metric_bars({f"prior: {m}": r["mean"] for m, r in prior_results.items()})
+fig = plots.metric_bars({f"prior: {m}": prior_results[m]["mean"] for m in params["ablations"]["priors"]})
 plots.save_fig(fig, figdir / "table3_priors")
 fig

@@ -15,7 +15,7 @@ Routing modes of ``forward``:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
@@ -46,7 +46,6 @@ class ModelConfig:
     router_hidden: int = 128
     decoder_attention: bool = False
     levels: tuple[int, ...] = (0, 1, 2)  # (k,) for a static single-level VQ
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":

@@ -44,7 +44,7 @@ def coarse_grid(data: dict) -> int:
     return size // patch
 
 
-def dataset_root(data: dict, prepared_dir: Path, seed: int, progress: bool = True) -> Path:
+def dataset_root(data: dict, prepared_dir: Path, seed: int) -> Path:
     """Where the raw images are: the generated synthetic set, or ``data.source``."""
     if data["dataset"] == "synthetic":
         syn = dict(data["synthetic"])
@@ -90,7 +90,7 @@ def prepare(data: dict, out_dir: Path, seed: int, progress: bool = True) -> dict
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    root = dataset_root(data, out_dir, seed, progress)
+    root = dataset_root(data, out_dir, seed)
     samples = read_samples(data, root, seed)
     validate_samples(samples, progress=progress)
     classes = sorted({s.cls for s in samples})

@@ -23,7 +23,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -81,7 +81,6 @@ class TrainConfig:
     tau_min: float = 1.0  # exponential annealing tau -> tau_min over the stage; = tau disables
     ckpt_every: int = 200
     log_every: int = 20
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

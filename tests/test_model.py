@@ -79,7 +79,7 @@ def test_static_single_level_model(level):
 
 
 def test_config_roundtrip():
-    cfg = _cfg(codebook="shared", levels=(2,), beta=0.5, extra={"note": "x"})
+    cfg = _cfg(codebook="shared", levels=(2,), beta=0.5)
     d = cfg.to_dict()
     assert d["ch_mult"] == [1, 1, 2] and d["levels"] == [2]
     again = ModelConfig.from_dict(d)

@@ -1,13 +1,13 @@
-"""Data layer: readers of the original dataset layouts, image/mask decoding and checks, a
-torch Dataset, and the synthetic default dataset.
+"""Data layer: readers of the original dataset layouts, image/mask decoding and checks, and
+the synthetic default dataset. (The pipeline's ``prepare`` stage resizes everything once into
+``reports/prepared/arrays.npz``; training reads that, see ``pvqae.pipeline``.)
 
     samples = read_dataset("mtsd", "../shared/data/MTSD",
                            train_list="../shared/data/MTSD/differnet_mtd_train_filenames.txt")
     validate_samples(samples)                     # one DataError listing every problem
-    train = DefectDataset([s for s in samples if s.split == "train"], 256, augment=True)
+    image, mask = load_sample(samples[0], 256)      # (3, 256, 256) float in [0, 1], (256, 256) bool
 """
 
-from pvqae.data.dataset import DefectDataset, augment_seed
 from pvqae.data.images import (
     check_sample,
     image_size_hw,
@@ -41,7 +41,6 @@ from pvqae.data.synthetic import (
 )
 
 __all__ = [
-    "DefectDataset",
     "IMAGE_EXTS",
     "KINDS",
     "MTSD_MASK_THRESHOLD",
@@ -49,7 +48,6 @@ __all__ = [
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_DEFECTS",
     "Sample",
-    "augment_seed",
     "check_sample",
     "generate_synthetic",
     "image_size_hw",
