@@ -21,46 +21,35 @@ params = None  # injected: params.yaml sections of this stage
 paths = None  # injected: output paths
 
 # %%
-import torch
-
-from pvqae import pipeline, plots
-from pvqae.checkpoint import load_checkpoint
+from pvqae import pipeline, plots, study
 from pvqae.config import PATHS, stage_params
 from pvqae.paths import repo_path
-from pvqae.train import (
-                            TrainConfig,
-                            file_hash,
-                            load_model,
-                            routed_levels,
-                            train_autoencoder,
-)
+from pvqae.train import routed_levels
 
 params = params or stage_params("budget")
 paths = paths or dict(PATHS)
-seed = params["seed"]
-pre_path = repo_path(paths["pretrain_models"]) / "pvqae_pretrain.pt"
+seeds = study.training_seeds(params)
+pre_dir = repo_path(paths["pretrain_models"])
 out_dir = repo_path(paths["budget_models"])
 figdir = repo_path(paths["figures"]) / "budget"
 train = pipeline.load_prepared(paths["prepared"], "train")
 val = pipeline.load_prepared(paths["prepared"], "val")
 
 # %%
-torch.manual_seed(seed)
-model = load_model(pre_path).train()
-cfg = TrainConfig.from_dict({**params["pretrain"], **params["budget"]})
-stream = pipeline.train_stream(train, cfg.batch_size, seed + 1, cfg.augment_jitter)
-summary = train_autoencoder(model, stream, cfg, out_dir, "pvqae", seed, fingerprint_extra=file_hash(pre_path),
-                            disc_state=load_checkpoint(pre_path).get("disc"))
-summary["heldout_l1"] = pipeline.heldout_error(model, val["image"], mode="dynamic")
-pipeline.write_json(summary, out_dir / "summary.json")
-summary
+models, summaries = {}, {}
+for s in seeds:
+    models[s], summaries[s] = study.learn_budget(params, train, val, study.seed_dir(pre_dir, s) / "pvqae_pretrain.pt",
+                                                 study.seed_dir(out_dir, s), s)
+pipeline.write_json({f"seed{s}": v for s, v in summaries.items()}, out_dir / "summary.json")
+{s: {k: v[k] for k in ("train_seconds", "heldout_l1")} for s, v in summaries.items()}
 
 # %% [markdown]
 # Fraction of coarse patches routed to each level during training, with the lambda ramp,
-# and the routed budget of held-out normal images (finer codes should go to detail).
+# and the routed budget of held-out normal images (finer codes should go to detail);
+# first training seed.
 
 # %%
-fig = plots.level_fraction_curve(out_dir / "pvqae_log.csv")
+fig = plots.level_fraction_curve(study.seed_dir(out_dir, seeds[0]) / "pvqae_log.csv")
 plots.save_fig(fig, figdir / "level_fractions")
 fig
 
@@ -68,7 +57,7 @@ fig
 show = val if len(val["image"]) else train
 pick = [next(i for i, c in enumerate(show["class_index"].tolist()) if c == k)
         for k in range(len(show["classes"])) if k in show["class_index"].tolist()]
-lv = routed_levels(model, show["image"][pick]).numpy()
+lv = routed_levels(models[seeds[0]], show["image"][pick]).numpy()
 fig = plots.level_maps(show["image"][pick].numpy(), lv, [show["classes"][show["class_index"][i]] for i in pick])
 plots.save_fig(fig, figdir / "routed_levels")
 fig

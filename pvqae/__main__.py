@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
 
     r = sub.add_parser("run", help="execute one pipeline stage's notebook (what dvc.yaml calls)")
     r.add_argument("stage", choices=list(STAGES))
+    r.add_argument("--name", default=None, help="variant stage: the setting's name, e.g. lambda_max-0.5")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="variant stage: a params key it changes, e.g. --set budget.lambda_max=0.5")
 
     p = sub.add_parser("profile", help="apply profile overlays (profiles/size/*.yaml, profiles/data/*.yaml) to params.yaml")
     p.add_argument("names", nargs="+", help="e.g. tiny | default | cpu | paper, and/or synthetic | mtsd | mvtec_bottle ...")
@@ -38,9 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = ap.parse_args(argv)
     if args.cmd == "run":
+        from pvqae.config import parse_overrides
         from pvqae.runner import run_stage
 
-        run_stage(args.stage)
+        run_stage(args.stage, variant=args.name, overrides=parse_overrides(args.sets))
     elif args.cmd == "profile":
         from pvqae.config import apply_profiles
 

@@ -37,26 +37,34 @@ class Stage:
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("prepare", "01_prepare_data.py", ("seed", "data")),
-    Stage("pretrain", "02_pretrain_vqgan.py", ("seed", "data", "model", "pretrain", "static_vq")),
-    Stage("budget", "03_budget_learning.py", ("seed", "pretrain", "budget")),
-    Stage("prior", "04_prior_learning.py", ("seed", "prior")),
-    Stage("evaluate", "05_evaluate.py", ("seed", "prior", "evaluate")),
-    Stage("ablations", "06_ablations.py", ("seed", "prior", "evaluate", "ablations")),
-    Stage("figures", "07_qualitative.py", ("seed", "figures")),
+    Stage("pretrain", "02_pretrain_vqgan.py", ("seed", "seeds", "data", "model", "pretrain", "static_vq")),
+    Stage("budget", "03_budget_learning.py", ("seed", "seeds", "pretrain", "budget")),
+    Stage("prior", "04_prior_learning.py", ("seed", "seeds", "prior")),
+    Stage("evaluate", "05_evaluate.py", ("seed", "seeds", "prior", "evaluate")),
+    Stage("baselines", "06_baselines.py", ("seed", "seeds", "data", "evaluate", "baselines")),
+    # one DVC stage per ablation setting (dvc.yaml foreach): budget learning -> prior -> evaluation
+    Stage("variant", "07_budget_variant.py", ("seed", "seeds", "pretrain", "budget", "prior", "evaluate")),
+    Stage("ablations", "08_ablations.py", ("seed", "seeds", "budget", "prior", "evaluate", "ablations")),
+    Stage("figures", "09_qualitative.py", ("seed", "seeds", "figures")),
+    Stage("report", "10_report.py", ("seed", "seeds", "data", "budget", "prior", "ablations", "baselines")),
 ]}
 
 # Every file or folder a stage writes (declared as its outs in dvc.yaml; tests check it).
+# Models of training seed k live in ``<stage folder>/seed<k>/``.
 PATHS: dict[str, str] = {
     "prepared": "reports/prepared",
     "pretrain_models": "reports/models/pretrain",
     "budget_models": "reports/models/budget",
     "prior_models": "reports/models/prior",
+    "baseline_models": "reports/models/baselines",
     "ablation_models": "reports/models/ablations",
+    "variants": "reports/variants",
     "scores": "reports/scores",
     "executed": "reports/executed",
     "metrics": "reports/metrics",
     "tables": "reports/tables",
     "figures": "reports/figures",
+    "report": "reports/REPORT.md",
 }
 
 
@@ -74,7 +82,8 @@ def load_params(path: Path | None = None) -> dict:
 
 
 def stage_params(stage: str, params: dict | None = None) -> dict:
-    """The params.yaml sections a stage reads (what the runner injects into its notebook)."""
+    """The params.yaml sections a stage reads (what the runner injects into its notebook),
+    plus ``profile``."""
     if stage not in STAGES:
         raise KeyError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
     params = params if params is not None else load_params()
@@ -126,6 +135,17 @@ def set_dotted(d: dict, dotted: str, value: Any) -> None:
     cur[keys[-1]] = value
 
 
+def parse_overrides(sets: list[str] | None) -> dict:
+    """``["budget.lambda_max=0.5", ...]`` -> ``{"budget.lambda_max": 0.5}`` (values YAML-parsed)."""
+    out = {}
+    for s in sets or []:
+        if "=" not in s:
+            raise ValueError(f"--set expects key=value, got {s!r}")
+        k, v = s.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
 def apply_profiles(names: list[str], sets: list[str] | None = None, path: Path | None = None) -> dict:
     """Merge the named overlays (and ``key=value`` settings, YAML-parsed) into params.yaml."""
     path = Path(path or PARAMS_FILE)
@@ -135,11 +155,8 @@ def apply_profiles(names: list[str], sets: list[str] | None = None, path: Path |
         params = deep_merge(params, overlay)
         if profile_path(n).parent.name == "size":
             params["profile"] = n
-    for s in sets or []:
-        if "=" not in s:
-            raise ValueError(f"--set expects key=value, got {s!r}")
-        k, v = s.split("=", 1)
-        set_dotted(params, k, yaml.safe_load(v))
+    for k, v in parse_overrides(sets).items():
+        set_dotted(params, k, v)
     with open(path, "w") as f:
         f.write("# Written by `python -m pvqae profile`; the committed file is the default profile.\n")
         yaml.safe_dump(params, f, sort_keys=False)

@@ -192,3 +192,24 @@ def metric_bars(table: dict[str, dict[str, float]], metrics: tuple[str, ...] = (
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def lambda_sweep(results: dict[float, dict], main: float | None = None,
+                 metrics: tuple[str, ...] = ("image_auroc", "pixel_auroc")):
+    """Fig. 5: class-mean AUROC (%) against lambda_max, ± std over seeds as a band."""
+    xs = sorted(results)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for k, colour in zip(metrics, ("tab:blue", "tab:orange", "tab:green")):
+        m = np.array([100 * results[x]["mean"][k] for x in xs])
+        s = np.array([100 * results[x].get("std", {}).get(k, 0.0) for x in xs])
+        ax.plot(xs, m, "o-", color=colour, label=k.replace("_", " ").replace("auroc", "AUROC"))
+        ax.fill_between(xs, m - s, m + s, color=colour, alpha=0.2, linewidth=0)
+    if main is not None:
+        ax.axvline(main, color="grey", linestyle=":", label=f"main run ({main:g})")
+    ax.set_xlabel(r"$\lambda_{max}$ (linear schedule)")
+    ax.set_ylabel("mean over classes (%)")
+    ax.set_xticks(xs)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -21,12 +21,30 @@ def notebook_source(stage: str) -> Path:
     return REPO_ROOT / "notebooks" / STAGES[stage].notebook
 
 
-def run_stage(stage: str, params: dict | None = None, executed: Path | None = None, log_output: bool = True) -> Path:
-    """Execute the notebook of ``stage``; returns the executed notebook's path."""
+def variant_dir(name: str) -> Path:
+    """Output folder of one ablation variant (a DVC out of its foreach stage)."""
+    return REPO_ROOT / PATHS["variants"] / name
+
+
+def run_stage(stage: str, params: dict | None = None, executed: Path | None = None, log_output: bool = True,
+              variant: str | None = None, overrides: dict | None = None) -> Path:
+    """Execute the notebook of ``stage``; returns the executed notebook's path.
+
+    For the ``variant`` stage, ``variant`` names the setting (``lambda_max-0.5``) and
+    ``overrides`` the dotted params it changes; the notebook writes everything, its executed
+    copy included, under ``reports/variants/<variant>/``.
+    """
     import jupytext
     import papermill as pm
 
     injected = {"params": stage_params(stage, params), "paths": dict(PATHS)}
+    if stage == "variant":
+        if not variant or not overrides:
+            raise ValueError("the variant stage needs --name NAME and at least one --set key=value")
+        injected["variant"] = {"name": variant, "overrides": overrides}
+        executed = executed or variant_dir(variant) / "executed.ipynb"
+    elif variant or overrides:
+        raise ValueError(f"--name/--set apply to the variant stage only, not to {stage!r}")
     executed = Path(executed or REPO_ROOT / PATHS["executed"] / f"{stage}.ipynb")
     if int(os.environ.get("RANK", "0")) > 0:  # under torchrun only rank 0 keeps the executed notebook
         executed = Path(tempfile.gettempdir()) / f"pvqae-rank{os.environ['RANK']}-{stage}.ipynb"

@@ -87,8 +87,9 @@ class Bundle:
 def find_model_files(model_dir: str | Path, manifest: str | Path | None = None) -> ModelFiles:
     """Locate ``pvqae.pt``, ``prior.pt`` and ``manifest.json`` of a model folder.
 
-    Accepts the pipeline's ``reports/models`` (``budget/pvqae.pt``, ``prior/prior.pt``,
-    manifest in ``../prepared/``) or a flat folder (``pvqae.pt``, ``prior.pt``,
+    Accepts the pipeline's ``reports/models`` (``budget/seed<k>/pvqae.pt`` and
+    ``prior/seed<k>/prior.pt`` of the lowest training seed k, or ``budget/pvqae.pt`` and
+    ``prior/prior.pt``; manifest in ``../prepared/``) or a flat folder (``pvqae.pt``, ``prior.pt``,
     ``manifest.json``), or an explicit ``manifest`` file. The prior path is returned even
     when it does not exist (``--no-prior`` does not need it).
 
@@ -100,11 +101,13 @@ def find_model_files(model_dir: str | Path, manifest: str | Path | None = None) 
     d = repo_path(Path(model_dir).expanduser())
     if not d.is_dir():
         raise DataError(f"model folder {d} does not exist; {FIX_MODELS}")
-    layouts = [(d / "budget" / "pvqae.pt", d / "prior" / "prior.pt"), (d / "pvqae.pt", d / "prior.pt")]
+    seeded = sorted((p.parent for p in d.glob("budget/seed*/pvqae.pt")), key=lambda p: int(p.name[4:] or 0))
+    layouts = [(sd / "pvqae.pt", d / "prior" / sd.name / "prior.pt") for sd in seeded[:1]]  # first training seed
+    layouts += [(d / "budget" / "pvqae.pt", d / "prior" / "prior.pt"), (d / "pvqae.pt", d / "prior.pt")]
     found = next(((m, p) for m, p in layouts if m.is_file()), None)
     if found is None:
-        raise DataError(f"no PVQAE checkpoint in model folder {d}: expected {layouts[0][0]} (the pipeline's "
-                        f"reports/models) or {layouts[1][0]}; {FIX_MODELS}")
+        raise DataError(f"no PVQAE checkpoint in model folder {d}: expected {d / 'budget' / 'seed0' / 'pvqae.pt'} "
+                        f"(the pipeline's reports/models) or {d / 'pvqae.pt'}; {FIX_MODELS}")
     if manifest is not None:
         m = repo_path(Path(manifest).expanduser())
         if not m.is_file():

@@ -13,7 +13,8 @@ schedule (0 during pre-training).
 Every loop is step-based, deterministic for a seed on CPU (data order, augmentation,
 Gumbel noise and random routing are drawn from generators seeded by (seed, step/epoch)),
 checkpoints atomically every ``ckpt_every`` steps into a resume folder keyed by a
-fingerprint of its configuration, and resumes from there after an interruption.
+fingerprint of its configuration, and resumes from there after an interruption
+(:class:`ResumableRun`, shared with the AE-SSIM baseline in :mod:`pvqae.baselines.ae_ssim`).
 """
 
 from __future__ import annotations
@@ -194,6 +195,111 @@ class _CsvLog:
         tmp.replace(self.path)
 
 
+class ResumableRun:
+    """Checkpoint, resume and logging machinery of a step-based training loop.
+
+    Shared by :func:`train_autoencoder` and the AE-SSIM baseline
+    (:func:`pvqae.baselines.ae_ssim.train_ae_ssim`) so that both loops resume the same way:
+
+    - the resume folder is ``RESUME_ROOT/<name>-<fingerprint(*key)>``: a run with another
+      configuration (``key``: name, seed, configs, ...) never resumes from this one;
+    - on construction, ``<resume folder>/last.pt`` (if any) is loaded into the objects of
+      ``state`` (``{"model": model, "opt": optimizer, ...}``, anything with
+      ``state_dict``/``load_state_dict``), the global RNG states are restored and
+      :attr:`start` is the step to continue from (0 for a fresh run);
+    - :meth:`steps` is the tqdm-wrapped range of steps still to run and starts the clock;
+    - :meth:`step_done` saves ``last.pt`` (the ``state`` objects, step, RNG states and
+      training seconds so far) and flushes the CSV log every ``ckpt_every`` steps;
+    - :meth:`finish` writes ``out_dir/<name>.pt`` atomically, ``<name>_log.csv`` and
+      ``<name>_summary.json``, removes the resume folder and returns the summary.
+
+    Under torchrun (:mod:`pvqae.distributed`) only rank 0 writes files; the other ranks
+    wait at the same barriers. Load the checkpoint (construct the run) *before* wrapping
+    the model in DDP, which then broadcasts rank 0's weights.
+    """
+
+    def __init__(self, name: str, out_dir: Path, key: tuple, state: dict, steps: int, ckpt_every: int):
+        distributed.init_from_env()
+        self.name = name
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.resume_dir = RESUME_ROOT / f"{name}-{fingerprint(*key)}"
+        self.resume_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path = self.resume_dir / "last.pt"
+        self.state = state
+        self.total_steps = steps
+        self.ckpt_every = ckpt_every
+        self.start = 0
+        self.elapsed = 0.0
+        if self.ckpt_path.exists():
+            st = load_checkpoint(self.ckpt_path)
+            for k, obj in state.items():
+                obj.load_state_dict(st[k])
+            set_rng_state(st["rng"])
+            self.start = int(st["step"])
+            self.elapsed = float(st.get("elapsed", 0.0))
+            print(f"[{name}] resuming from step {self.start} ({self.ckpt_path})")
+        self.log = _CsvLog(self.out_dir / f"{name}_log.csv", self.start)
+        self._t0 = time.perf_counter()
+
+    def steps(self, progress: bool = True) -> tqdm:
+        """Progress bar over the steps still to run (``start .. steps - 1``); starts the clock."""
+        bar = tqdm(range(self.start, self.total_steps), desc=self.name, disable=not progress, mininterval=5)
+        self._t0 = time.perf_counter()
+        return bar
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.elapsed += now - self._t0
+        self._t0 = now
+
+    def step_done(self, step: int) -> None:
+        """Call after step ``step``: checkpoints every ``ckpt_every`` steps (not after the last)."""
+        if (step + 1) % self.ckpt_every == 0 and step + 1 < self.total_steps:
+            self._tick()
+            self.save(step + 1)
+
+    def save(self, next_step: int) -> None:
+        """Write ``last.pt`` (resume at ``next_step``) and flush the log (rank 0 only)."""
+        if not distributed.is_main():
+            distributed.barrier()
+            return
+        st = {k: obj.state_dict() for k, obj in self.state.items()}
+        st.update(step=next_step, rng=rng_state(), elapsed=self.elapsed)
+        save_checkpoint(self.ckpt_path, st)
+        self.log.write()
+        distributed.barrier()
+
+    def finish(self, final: dict, images_per_step: int, extra: dict | None = None) -> dict:
+        """Stop the clock, write the final checkpoint ``final`` to ``out_dir/<name>.pt``, the log
+        and the summary, and remove the resume folder (rank 0); return the summary (every rank).
+
+        The summary holds name, steps, resumed_from, train_seconds, train_images_per_second
+        (``images_per_step`` images per step over the steps run by this call), the last logged
+        row (``final``), the entries of ``extra`` and the number of processes."""
+        self._tick()
+        run_steps = self.total_steps - self.start
+        summary = {
+            "name": self.name, "steps": self.total_steps, "resumed_from": self.start,
+            "train_seconds": self.elapsed,
+            "train_images_per_second": (run_steps * images_per_step / self.elapsed)
+            if self.elapsed > 0 and run_steps > 0 else None,
+            "final": {k: v for k, v in (self.log.rows[-1].items() if self.log.rows else {}) if k != "step"},
+            **(extra or {}),
+            "processes": distributed.world_size(),
+        }
+        if not distributed.is_main():
+            distributed.barrier()
+            return summary
+        self.log.write()
+        save_checkpoint(self.out_dir / f"{self.name}.pt", final)
+        shutil.rmtree(self.resume_dir, ignore_errors=True)
+        with open(self.out_dir / f"{self.name}_summary.json", "w") as f:
+            json.dump(summary, f, indent=2)
+        distributed.barrier()
+        return summary
+
+
 def train_autoencoder(
     model: PVQAE,
     stream: BatchStream,
@@ -208,16 +314,10 @@ def train_autoencoder(
     """Train ``model`` for ``cfg.steps`` steps; write ``out_dir/<name>.pt`` and ``<name>_log.csv``.
 
     Resumes from ``.resume/<name>-<fingerprint>/last.pt`` when an earlier run with the same
-    configuration was interrupted. ``disc_state`` initialises the discriminator (budget
-    learning continues with the pre-trained one). Returns a summary dict (steps, seconds, images/s, final
-    losses, code usage).
+    configuration was interrupted (:class:`ResumableRun`). ``disc_state`` initialises the
+    discriminator (budget learning continues with the pre-trained one). Returns a summary dict
+    (steps, seconds, images/s, final losses, code usage).
     """
-    distributed.init_from_env()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint(name, seed, asdict(cfg), model.cfg.to_dict(), fingerprint_extra)
-    resume_dir = RESUME_ROOT / f"{name}-{fp}"
-    resume_dir.mkdir(parents=True, exist_ok=True)
     use_gan = cfg.disc_weight > 0
     disc = PatchGANDiscriminator(model.cfg.in_channels, cfg.disc_ch, cfg.disc_layers, norm="group") if use_gan else None
     if disc is not None and disc_state is not None:
@@ -231,38 +331,16 @@ def train_autoencoder(
     opt = torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas) if disc is not None else None
 
-    start = 0
-    ckpt_path = resume_dir / "last.pt"
-    if ckpt_path.exists():
-        st = load_checkpoint(ckpt_path)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        if disc is not None:
-            disc.load_state_dict(st["disc"])
-            opt_d.load_state_dict(st["opt_d"])
-        set_rng_state(st["rng"])
-        start = int(st["step"])
-        print(f"[{name}] resuming from step {start} ({ckpt_path})")
+    state = {"model": model, "opt": opt}
+    if disc is not None:
+        state.update(disc=disc, opt_d=opt_d)
+    run = ResumableRun(name, out_dir, key=(name, seed, asdict(cfg), model.cfg.to_dict(), fingerprint_extra),
+                       state=state, steps=cfg.steps, ckpt_every=cfg.ckpt_every)
     net = distributed.wrap(model, find_unused_parameters=model.dynamic)  # DDP under torchrun, else the model
     disc_net = distributed.wrap(disc) if disc is not None else None
-    log = _CsvLog(out_dir / f"{name}_log.csv", start)
-    elapsed = 0.0 if start == 0 else float(st.get("elapsed", 0.0))
-
-    def save(step: int) -> None:
-        if not distributed.is_main():
-            distributed.barrier()
-            return
-        state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng_state(),
-                 "elapsed": elapsed}
-        if disc is not None:
-            state["disc"], state["opt_d"] = disc.state_dict(), opt_d.state_dict()
-        save_checkpoint(ckpt_path, state)
-        log.write()
-        distributed.barrier()
 
     model.train()
-    bar = tqdm(range(start, cfg.steps), desc=name, disable=not progress, mininterval=5)
-    t0 = time.perf_counter()
+    bar = run.steps(progress)
     for step in bar:
         b = distributed.shard(stream.batch(step))
         x = b["image"]
@@ -303,35 +381,15 @@ def train_autoencoder(
             row[f"ppl_{LEVEL_NAMES[lvl]}"] = float(ppl)
         row["loss"] = loss.item()
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            log.add(row)
+            run.log.add(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", rec=f"{row['rec']:.4f}")
-        if (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
-            elapsed += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            save(step + 1)
-    elapsed += time.perf_counter() - t0
-    summary = {
-        "name": name, "steps": cfg.steps, "resumed_from": start, "train_seconds": elapsed,
-        "train_images_per_second": ((cfg.steps - start) * stream.batch_size / elapsed) if elapsed > 0 and cfg.steps > start
-        else None,
-        "final": {k: v for k, v in (log.rows[-1].items() if log.rows else {}) if k != "step"},
-        "codes_in_use": [q.codes_in_use() for q in model.quantizers],
-        "processes": distributed.world_size(),
-    }
-    if not distributed.is_main():
-        distributed.barrier()
-        return summary
-    log.write()
+        run.step_done(step)
     final = {"model": model.state_dict(), "config": model.cfg.to_dict(), "train": asdict(cfg), "steps": cfg.steps,
              "seed": seed}
     if disc is not None:
         final["disc"] = disc.state_dict()
-    save_checkpoint(out_dir / f"{name}.pt", final)
-    shutil.rmtree(resume_dir, ignore_errors=True)
-    with open(out_dir / f"{name}_summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    distributed.barrier()
-    return summary
+    return run.finish(final, images_per_step=stream.batch_size,
+                      extra={"codes_in_use": [q.codes_in_use() for q in model.quantizers]})
 
 
 def load_model(path: Path) -> PVQAE:

@@ -57,21 +57,32 @@ def tiny_repo(tmp_path_factory):
     return dst, env, out
 
 
+DVC_STAGES = [s for s in STAGES if s != "variant"] + ["lambda_schedule@constant", "lambda_schedule@cosine",
+                                                       "lambda_schedule@linear", "lambda_max@0.5", "lambda_max@1.25"]
+FIGURES = ("prepare/samples", "pretrain/training_curves", "budget/level_fractions", "budget/routed_levels",
+           "prior/routed_vs_prior", "evaluate/code_allocation", "evaluate/mean_metrics", "ablations/table3_priors",
+           "ablations/table2_lambda_schedule", "ablations/fig5_lambda_max", "qualitative/fig4_defect_maps",
+           "qualitative/level_maps_per_class")
+
+
 def test_every_stage_ran_and_wrote_its_outputs(tiny_repo):
     repo, _, out = tiny_repo
-    for name in STAGES:
+    for name in DVC_STAGES:
         assert f"Running stage '{name}'" in out
-        assert (repo / "reports" / "executed" / f"{name}.ipynb").stat().st_size > 0
-    for fig in ("prepare/samples", "pretrain/training_curves", "budget/level_fractions", "budget/routed_levels",
-                "evaluate/code_allocation", "evaluate/mean_metrics", "ablations/table3_priors",
-                "qualitative/fig4_defect_maps", "qualitative/level_maps_per_class"):
+    for name in STAGES:
+        executed = (repo / "reports" / "variants" / "lambda_max-0.5" / "executed.ipynb" if name == "variant"
+                    else repo / "reports" / "executed" / f"{name}.ipynb")
+        assert executed.stat().st_size > 0
+    for fig in FIGURES:
         for ext in (".png", ".pdf"):
             p = repo / "reports" / "figures" / (fig + ext)
             assert p.exists() and p.stat().st_size > 1000, p
-    for m in ("pvqae_pretrain.pt", "static_vq.pt"):
-        assert (repo / "reports" / "models" / "pretrain" / m).exists()
-    assert (repo / "reports" / "models" / "budget" / "pvqae.pt").exists()
-    assert (repo / "reports" / "models" / "prior" / "prior.pt").exists()
+    models = repo / "reports" / "models"
+    for m in ("pretrain/seed0/pvqae_pretrain.pt", "pretrain/seed0/static_vq.pt", "budget/seed0/pvqae.pt",
+              "prior/seed0/prior.pt", "baselines/seed0/ae_ssim.pt", "ablations/seed0/prior_none.pt"):
+        assert (models / m).exists(), m
+    assert (repo / "reports" / "variants" / "lambda_max-0.5" / "seed0" / "pvqae.pt").exists()
+    assert not (repo / "reports" / "variants" / "lambda_max-1.25" / "seed0").exists(), "the main setting is reused"
     assert not list((repo / ".resume").glob("*/last.pt")), "finished stages leave no resume checkpoints"
 
 
@@ -79,37 +90,85 @@ def _ok(v):
     return v is None or (isinstance(v, float) and (math.isnan(v) or 0.0 <= v <= 1.0))
 
 
+def _check_result(result):
+    assert set(result["per_class"]) == set(CLASSES)
+    for scope in list(result["per_class"].values()) + [result["mean"]]:
+        assert set(METRICS) <= set(scope)
+        assert all(_ok(scope[k]) for k in METRICS), scope
+    assert result["n_seeds"] == 1 and all(v == 0 for v in result["std"].values() if not math.isnan(v))
+
+
 def test_metrics_have_every_key_per_class_and_method(tiny_repo):
     repo, _, _ = tiny_repo
     ev = json.loads((repo / "reports" / "metrics" / "evaluate.json").read_text())
-    assert set(ev) == {"pvqae", "static_vq"}
-    for method in ev.values():
-        assert set(method["per_class"]) == set(CLASSES)
-        for scope in list(method["per_class"].values()) + [method["mean"]]:
-            assert set(METRICS) <= set(scope)
-            assert all(_ok(scope[k]) for k in METRICS), scope
+    assert set(ev) == {"pvqae", "static_vq", "seeds", "per_seed"} and ev["seeds"] == [0]
+    for name in ("pvqae", "static_vq"):
+        _check_result(ev[name])
         # every class has normal and defective test images: AUROCs are defined
-        assert all(not math.isnan(c["image_auroc"]) for c in method["per_class"].values())
+        assert all(not math.isnan(c["image_auroc"]) for c in ev[name]["per_class"].values())
+        assert ev[name]["mean"] == ev["per_seed"]["seed0"][name]["mean"]
+    bl = json.loads((repo / "reports" / "metrics" / "baselines.json").read_text())
+    assert bl["status"]["patchcore"] == bl["status"]["padim"] == "not run: no pretrained weights"
+    assert set(bl["results"]) == {"ae_ssim"}
+    _check_result(bl["results"]["ae_ssim"])
     ab = json.loads((repo / "reports" / "metrics" / "ablations.json").read_text())
     assert set(ab["priors"]) == {"none", "universal", "per-class"}
+    assert set(ab["lambda_schedule"]) == {"constant", "cosine", "linear"}
+    assert set(ab["lambda_max"]) == {"0.5", "1.25"}
     assert set(ab["static_vs_pvqae"]) == {"static_vq", "pvqae"}
+    for group in ("priors", "lambda_schedule", "lambda_max", "static_vs_pvqae"):
+        for r in ab[group].values():
+            _check_result(r)
+    # the main settings are the main run, not retrained
+    assert ab["lambda_schedule"]["linear"]["mean"] == ev["pvqae"]["mean"] == ab["lambda_max"]["1.25"]["mean"]
+    assert ab["priors"]["per-class"]["mean"] == ev["pvqae"]["mean"]
+    assert ab["lambda_max"]["0.5"]["mean"] != ev["pvqae"]["mean"]
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 def test_tables_have_their_rows(tiny_repo):
     repo, _, _ = tiny_repo
-    with open(repo / "reports" / "tables" / "evaluate" / "main.csv") as f:
-        rows = list(csv.DictReader(f))
+    tables = repo / "reports" / "tables"
+    rows = _rows(tables / "evaluate" / "main.csv")
     assert [r["class"] for r in rows] == list(CLASSES) + ["mean"]
     assert "pvqae:image_auroc" in rows[0] and "static_vq:pixel_auroc" in rows[0]
-    with open(repo / "reports" / "tables" / "evaluate" / "code_allocation.csv") as f:
-        alloc = list(csv.DictReader(f))
+    alloc = _rows(tables / "evaluate" / "code_allocation.csv")
     assert {(r["class"], r["images"], r["budget"]) for r in alloc} == {
         (c, i, b) for c in CLASSES for i in ("normal", "defective") for b in ("routed", "prior")}
     for r in alloc:
         assert abs(float(r["coarse"]) + float(r["median"]) + float(r["fine"]) - 1) < 1e-6
-    md = (repo / "reports" / "tables" / "ablations" / "table3_priors.md").read_text()
-    for mode in ("none", "universal", "per-class"):
-        assert f"| {mode} |" in md
+    t1 = _rows(tables / "report" / "table1.csv")
+    assert [r["class"] for r in t1] == list(CLASSES) + ["mean"]
+    assert list(t1[0])[1:] == ["PVQAE", "static VQ (VQ-E style)", "AE-SSIM", "PatchCore", "PaDiM"]
+    assert all(r["PatchCore"] == r["PaDiM"] == "not run: no pretrained weights" for r in t1)
+    assert all(len(r["PVQAE"].split(" / ")) == 3 for r in t1)
+    for stem, key, want in (("ablations/table3_priors", "prior", ["none", "universal", "per-class"]),
+                            ("ablations/table2_lambda_schedule", "lambda schedule", ["constant", "cosine", "linear"]),
+                            ("ablations/fig5_lambda_max", "lambda_max", ["0.5", "1.25"]),
+                            ("ablations/static_vs_pvqae", "method", ["static_vq", "pvqae"]),
+                            ("report/table3_priors", "prior", ["none", "universal", "per-class"]),
+                            ("report/table2_lambda_schedule", "lambda schedule", ["constant", "cosine", "linear"])):
+        assert [r[key] for r in _rows(tables / f"{stem}.csv")] == want, stem
+    # paper numbers only in labelled columns; no paper Table I rows for the synthetic set
+    assert "image paper (MVTec AD)" in _rows(tables / "report" / "table2_lambda_schedule.csv")[0]
+    assert not (tables / "report" / "table1_paper_vs_ours.csv").exists()
+
+
+def test_report_embeds_every_table_and_figure(tiny_repo):
+    repo, _, _ = tiny_repo
+    md = (repo / "reports" / "REPORT.md").read_text()
+    for title in ("Table I", "Paper vs ours", "Table II", "Fig. 5", "Table III", "Core claim", "Code allocation",
+                  "Run times"):
+        assert title in md, title
+    for fig in ("qualitative/fig4_defect_maps", "ablations/fig5_lambda_max", "evaluate/code_allocation"):
+        assert f"](figures/{fig}.png)" in md, fig
+    assert "missing" not in md
+    assert md.count("the claim") + md.count("the full ordering") >= 4  # generated verdicts
+    assert "profile**: tiny" in md and "training seeds**: [0]" in md
 
 
 def test_dvc_metrics_show_lists_per_class_metrics(tiny_repo):
@@ -127,7 +186,10 @@ def test_second_repro_skips_and_a_param_change_reruns_only_downstream(tiny_repo)
     apply_profiles([], sets=["prior.steps=25"], path=repo / "params.yaml")
     out = _run([sys.executable, "-m", "dvc", "repro"], repo, env)
     ran = {name for name in STAGES if f"Running stage '{name}'" in out}
-    assert ran == {"prior", "evaluate", "ablations", "figures"}, out
+    ran |= {s for s in DVC_STAGES if f"Running stage '{s}'" in out}
+    # the ablation variants train their own priors with the same prior params
+    assert ran == {"prior", "evaluate", "ablations", "figures", "report", "lambda_schedule@constant",
+                   "lambda_schedule@cosine", "lambda_max@0.5", "lambda_schedule@linear", "lambda_max@1.25"}, out
 
 
 def test_explorer_notebook_runs_headless_on_the_pipeline_outputs(tiny_repo, tmp_path):

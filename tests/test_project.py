@@ -38,11 +38,24 @@ def test_environment_yml_and_pyproject_pin_the_same_versions():
     assert pp["torch"] == "2.13.0"
 
 
+VARIANT_STAGES = {"lambda_schedule": "ablations.lambda_schedules", "lambda_max": "ablations.lambda_max"}
+
+
 def test_dvc_yaml_matches_the_stage_table():
     dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
-    assert list(dvc) == list(STAGES)
-    for name, st in STAGES.items():
-        spec = dvc[name]
+    # the variant notebook runs as one foreach stage per ablation list
+    assert [s for s in dvc if s not in VARIANT_STAGES] == [s for s in STAGES if s != "variant"]
+    assert set(VARIANT_STAGES) <= set(dvc)
+    specs = {name: dvc[name] for name in STAGES if name != "variant"}
+    for name, key in VARIANT_STAGES.items():
+        assert dvc[name]["foreach"] == "${" + key + "}"
+        spec = dvc[name]["do"]
+        assert spec["cmd"].startswith(f"python -m pvqae run variant --name {name}-${{item}} --set budget.")
+        assert spec["outs"] == [f"reports/variants/{name}-${{item}}"]
+        assert f"notebooks/{STAGES['variant'].notebook}" in spec["deps"]
+        assert set(spec["params"]) == set(STAGES["variant"].sections), name
+    for name, spec in specs.items():
+        st = STAGES[name]
         assert spec["cmd"] == f"python -m pvqae run {name}"
         assert f"notebooks/{st.notebook}" in spec["deps"]
         assert set(spec["params"]) == set(st.sections), name
@@ -50,13 +63,30 @@ def test_dvc_yaml_matches_the_stage_table():
         assert f"reports/executed/{name}.ipynb" in outs
         for out in outs:
             assert out.startswith("reports/"), out
+    for spec in list(specs.values()) + [dvc[n]["do"] for n in VARIANT_STAGES]:
         for dep in spec["deps"]:
             if dep.startswith("pvqae/") or dep.startswith("notebooks/"):
                 assert (REPO_ROOT / dep).exists(), dep
-    all_outs = [o for s in dvc.values() for o in s.get("outs", []) + s.get("metrics", [])]
+    all_outs = [o for s in specs.values() for o in s.get("outs", []) + s.get("metrics", [])]
     assert len(all_outs) == len(set(all_outs)), "two stages declare the same output"
-    for key in ("prepared", "pretrain_models", "budget_models", "prior_models", "ablation_models", "scores"):
+    for key in ("prepared", "pretrain_models", "budget_models", "prior_models", "baseline_models", "ablation_models",
+                "scores", "report"):
         assert PATHS[key] in all_outs, key
+
+
+def test_stages_import_the_modules_they_depend_on():
+    """A notebook's pvqae imports are dvc deps, so editing them reruns the stage."""
+    import re as _re
+
+    dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    for name, st in STAGES.items():
+        spec = dvc["lambda_max"]["do"] if name == "variant" else dvc[name]
+        src = (REPO_ROOT / "notebooks" / st.notebook).read_text()
+        mods = set(_re.findall(r"from pvqae\.(\w+)", src))
+        mods |= {m.strip() for line in _re.findall(r"from pvqae import ([\w, ]+)", src) for m in line.split(",")}
+        for mod in mods - {"paths", "config"}:
+            dep = f"pvqae/{mod}.py" if (REPO_ROOT / "pvqae" / f"{mod}.py").exists() else f"pvqae/{mod}"
+            assert dep in spec["deps"], f"stage {name} imports pvqae.{mod} but does not depend on {dep}"
 
 
 def test_every_notebook_has_a_parameters_cell_and_no_outputs():

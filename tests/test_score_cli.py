@@ -101,7 +101,7 @@ def test_missing_model_dir_and_files_are_named(tiny_reports, tmp_path):
     with pytest.raises(DataError, match=r"model folder .*nope does not exist.*dvc repro"):
         score_images(tmp_path / "nope", [img], tmp_path / "o", progress=False)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"no PVQAE checkpoint .*budget/pvqae\.pt.*dvc repro"):
+    with pytest.raises(DataError, match=r"no PVQAE checkpoint .*budget/seed0/pvqae\.pt.*dvc repro"):
         score_images(tmp_path / "empty", [img], tmp_path / "o", progress=False)
     lone = tmp_path / "lone"
     lone.mkdir()

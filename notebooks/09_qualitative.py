@@ -9,11 +9,12 @@
 # ---
 
 # %% [markdown]
-# # 7. Qualitative figures
+# # 9. Qualitative figures
 # **Fig. 4**: for defective test samples of each class — image, ground truth, static-VQ
 # score map, PVQAE score map, routed level map, prior level map (hot = high score).
 # **Level maps per class**: where the router spends coarse/median/fine codes on normal
 # test images, against the prior's budget.
+# Score maps of the first training seed.
 # Outputs: `reports/figures/qualitative/`.
 
 # %% tags=["parameters"]
@@ -23,7 +24,7 @@ paths = None  # injected: output paths
 # %%
 import numpy as np
 
-from pvqae import pipeline, plots
+from pvqae import pipeline, plots, study
 from pvqae.config import PATHS, stage_params
 from pvqae.paths import repo_path
 
@@ -31,8 +32,9 @@ params = params or stage_params("figures")
 paths = paths or dict(PATHS)
 n_per_class = int(params["figures"]["samples_per_class"])
 test = pipeline.load_prepared(paths["prepared"], "test")
-pv = np.load(repo_path(paths["scores"]) / "pvqae.npz")
-st = np.load(repo_path(paths["scores"]) / "static_vq.npz")
+first = study.seed_dir(repo_path(paths["scores"]), study.training_seeds(params)[0])
+pv = np.load(first / "pvqae.npz")
+st = np.load(first / "static_vq.npz")
 figdir = repo_path(paths["figures"]) / "qualitative"
 ci, lab = test["class_index"].numpy(), test["label"].numpy()
 

@@ -1,0 +1,92 @@
+"""One harness for the Table I baselines: same data, splits, resolution and metrics as PVQAE.
+
+Every method is trained (AE-SSIM) or fitted (PatchCore, PaDiM) on the normal training
+images of all classes at once (the paper trains one model per dataset for every method),
+scored on the test split at the model's image size, and evaluated with
+:func:`pvqae.pipeline.evaluate_scores` (image/pixel AUROC, AUPRO, F1-max). The static
+VQ-VAE baseline (VQ-E style) is PVQAE's own autoencoder with one fixed level, trained by
+the pretrain stage.
+
+PatchCore and PaDiM need an ImageNet-pretrained WideResNet-50-2. Without weights they do
+not run: :func:`run_method` is never called for them and the table says
+"not run: no pretrained weights" (random weights are for tests only).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pvqae import pipeline
+from pvqae.baselines.ae_ssim import AESSIM, AESSIMConfig, train_ae_ssim
+from pvqae.baselines.backbones import WideResNet50_2
+from pvqae.baselines.common import BaselineOutput
+from pvqae.baselines.padim import PaDiM
+from pvqae.baselines.patchcore import PatchCore
+from pvqae.checkpoint import save_checkpoint
+
+METHODS = ("ae_ssim", "patchcore", "padim")
+NEEDS_BACKBONE = ("patchcore", "padim")
+
+
+@torch.no_grad()
+def score_split(score: Callable[[torch.Tensor], BaselineOutput], split: dict, batch_size: int = 16,
+                progress: bool = True, desc: str = "score") -> dict:
+    """Score a split in batches with ``score(images) -> BaselineOutput``; the same keys as
+    :func:`pvqae.pipeline.score_split` (no routed/prior levels)."""
+    n = len(split["image"])
+    maps, img = [], []
+    t0 = time.perf_counter()
+    for i in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, mininterval=5):
+        out = score(split["image"][i:i + batch_size])
+        maps.append(out.score_map.float().numpy())
+        img.append(out.image_score.float().numpy())
+    secs = time.perf_counter() - t0
+    return {"maps": np.concatenate(maps), "image": np.concatenate(img), "rec": None, "routed": None, "prior": None,
+            "seconds": secs, "images_per_second": n / secs if secs > 0 else None}
+
+
+def build(method: str, bparams: dict, data: dict, seed: int, backbone: WideResNet50_2 | None = None):
+    """The untrained/unfitted model of a method from the ``baselines`` params section."""
+    if method == "ae_ssim":
+        cfg = AESSIMConfig.from_dict(bparams["ae_ssim"])
+        torch.manual_seed(seed)
+        return AESSIM.from_config(cfg, int(data["image_size"]), int(data["channels"]))
+    if method in NEEDS_BACKBONE and backbone is None:
+        raise ValueError(f"{method} needs an ImageNet-pretrained WideResNet-50-2 (baselines.backbone_weights)")
+    if method == "patchcore":
+        p = bparams["patchcore"]
+        return PatchCore(backbone, coreset_ratio=float(p["coreset_ratio"]), projection_dim=int(p["projection_dim"]),
+                         feature_dim=p.get("feature_dim"), smooth_sigma=float(p["smooth_sigma"]), seed=seed)
+    if method == "padim":
+        p = bparams["padim"]
+        return PaDiM(backbone, dims=p.get("dims"), smooth_sigma=float(p["smooth_sigma"]), seed=seed)
+    raise ValueError(f"unknown baseline {method!r}; baselines are {', '.join(METHODS)}")
+
+
+def run_method(method: str, bparams: dict, data: dict, train: dict, test: dict, ev: dict, seed: int,
+               out_dir: Path, backbone: WideResNet50_2 | None = None, progress: bool = True) -> tuple[dict, dict, dict]:
+    """Train/fit one baseline for one seed, score the test split, compute the metrics.
+
+    Returns (scores, results, summary); writes ``out_dir/<method>.pt``.
+    """
+    out_dir = Path(out_dir)
+    model = build(method, bparams, data, seed, backbone)
+    if method == "ae_ssim":
+        cfg = AESSIMConfig.from_dict(bparams["ae_ssim"])
+        stream = pipeline.train_stream(train, cfg.batch_size, seed, cfg.augment_jitter)
+        summary = train_ae_ssim(model, stream, cfg, out_dir, method, seed, progress=progress)
+    else:
+        summary = model.fit(train["image"], batch_size=ev["batch_size"], progress=progress)
+        save_checkpoint(out_dir / f"{method}.pt", {"model": model.state_dict(), "seed": seed, "method": method})
+    model.eval()
+    scores = score_split(model.score if method == "ae_ssim" else model, test, ev["batch_size"], progress,
+                         desc=f"{method} seed {seed}")
+    results = pipeline.evaluate_scores(test, scores, ev["fpr_limit"])
+    results["inference_images_per_second"] = scores["images_per_second"]
+    return scores, results, summary

@@ -1,0 +1,293 @@
+"""Memory-based baselines (PatchCore, PaDiM) and their in-project WideResNet-50-2.
+
+Everything runs on a randomly initialised backbone (``random_backbone``) at 32-64 px, so
+these tests check the mechanics (shapes, weight loading, coreset, Gaussians, scores rising
+where an image was changed), not the accuracy the papers report with ImageNet weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pvqae.baselines import backbones
+from pvqae.baselines.backbones import WideResNet50_2, load_backbone, random_backbone
+from pvqae.baselines.common import BaselineOutput
+from pvqae.baselines.padim import PaDiM
+from pvqae.baselines.patchcore import (
+    PatchCore,
+    coreset_size,
+    greedy_coreset,
+    nearest_distance,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest: threads thrash on busy cores
+
+S = 64
+SQUARE = (24, 40)  # rows/cols of the pasted noise square (centre of the image)
+
+
+def textures(n: int, size: int = S, seed: int = 0) -> torch.Tensor:
+    """(n, 3, size, size) defect-free "normal" images: two sinusoids with random phases."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    out = []
+    for _ in range(n):
+        ph = torch.rand(2, generator=g) * 2 * math.pi
+        out.append((0.5 + 0.25 * torch.sin(xx / 3.0 + ph[0]) + 0.2 * torch.sin(yy / 5.0 + ph[1])).expand(3, -1, -1))
+    return torch.stack(out).clamp(0, 1)
+
+
+def paste_noise(image: torch.Tensor, seed: int = 1) -> torch.Tensor:
+    x = image.clone()
+    a, b = SQUARE
+    x[:, :, a:b, a:b] = torch.rand(x.shape[0], x.shape[1], b - a, b - a, generator=torch.Generator().manual_seed(seed))
+    return x
+
+
+def square_mask() -> torch.Tensor:
+    m = torch.zeros(S, S, dtype=torch.bool)
+    a, b = SQUARE
+    m[a:b, a:b] = True
+    return m
+
+
+@pytest.fixture(scope="module")
+def bb() -> WideResNet50_2:
+    return random_backbone(0)
+
+
+@pytest.fixture(scope="module")
+def train_images() -> torch.Tensor:
+    return textures(5)
+
+
+@pytest.fixture(scope="module")
+def random_weights_file(bb, tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "wide_resnet50_2-95faca4d.pth"
+    torch.save(bb.state_dict(), path)
+    return path
+
+
+# --- backbone -------------------------------------------------------------------------------
+
+def test_wrn50_2_matches_torchvision_layout(bb):
+    assert sum(p.numel() for p in bb.parameters()) == 68_883_240  # torchvision wide_resnet50_2
+    sd = bb.state_dict()
+    assert len(sd) == 320  # no extra keys (the normalisation buffers are non-persistent)
+    # bottleneck width = planes * width_per_group / 64 = 2 * planes; output = 4 * planes
+    expected = {
+        "conv1.weight": (64, 3, 7, 7), "bn1.running_var": (64,), "layer1.0.conv1.weight": (128, 64, 1, 1),
+        "layer1.0.downsample.0.weight": (256, 64, 1, 1), "layer1.0.downsample.1.weight": (256,),
+        "layer2.0.conv2.weight": (256, 256, 3, 3), "layer2.3.conv3.weight": (512, 256, 1, 1),
+        "layer3.5.conv2.weight": (512, 512, 3, 3), "layer3.0.downsample.0.weight": (1024, 512, 1, 1),
+        "layer4.2.conv3.weight": (2048, 1024, 1, 1), "fc.weight": (1000, 2048), "fc.bias": (1000,),
+    }
+    for key, shape in expected.items():
+        assert tuple(sd[key].shape) == shape, key
+    assert "layer3.6.conv1.weight" not in sd and "layer4.2.bn3.num_batches_tracked" in sd
+
+
+def test_feature_layers_shapes_grayscale_and_early_stop(bb):
+    x = torch.rand(2, 3, S, S)
+    feats = bb.feature_layers(x, ("layer1", "layer2", "layer3"))
+    assert {k: tuple(v.shape) for k, v in feats.items()} == {
+        "layer1": (2, 256, S // 4, S // 4), "layer2": (2, 512, S // 8, S // 8), "layer3": (2, 1024, S // 16, S // 16)}
+    assert not any(v.requires_grad for v in feats.values())
+    gray = x[:, :1]
+    f1 = bb.feature_layers(gray, ("layer1",))["layer1"]
+    f3 = bb.feature_layers(gray.expand(-1, 3, -1, -1), ("layer1",))["layer1"]
+    torch.testing.assert_close(f1, f3)
+    calls = []
+    handle = bb.layer2.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        bb.feature_layers(x, ("layer1",))
+    finally:
+        handle.remove()
+    assert calls == []  # stops after the deepest requested layer
+    bb.train()
+    torch.testing.assert_close(bb.feature_layers(x, ("layer1",))["layer1"], feats["layer1"])  # eval inside
+    assert bb.training
+    bb.eval()
+
+
+def test_load_backbone_without_weights_never_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert load_backbone(None) == (None, "not run: no pretrained weights")
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    model, status = load_backbone(None, download=True)
+    assert model is None
+    assert status.startswith("not run: no pretrained weights (download failed:") and "network unreachable" in status
+
+
+def test_load_backbone_file_round_trip(bb, random_weights_file):
+    model, status = load_backbone(str(random_weights_file))
+    assert status == "weights: wide_resnet50_2-95faca4d.pth" and not model.training
+    for key, value in bb.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_load_backbone_uses_hub_cache_and_wrapped_dicts(tmp_path, monkeypatch):
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    for name in ("wide_resnet50_2-9ba9bcbe.pth", "wide_resnet50_2-95faca4d.pth"):  # V2, V1
+        (ckpt / name).write_bytes(b"")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert backbones.cached_weights() == ckpt / "wide_resnet50_2-95faca4d.pth"  # V1, the papers' weights
+    monkeypatch.setattr(backbones, "_from_file", lambda path: ("model", f"weights: {path.name}"))
+    assert load_backbone(None) == ("model", "weights: wide_resnet50_2-95faca4d.pth")
+    inner = {"conv1.weight": torch.ones(2)}
+    for wrapper in ({"state_dict": inner, "epoch": 3}, {"model": inner}, inner):
+        torch.save(wrapper, tmp_path / "w.pth")
+        assert backbones._state_dict_from_file(tmp_path / "w.pth").keys() == inner.keys()
+
+
+def test_load_backbone_errors(tmp_path):
+    missing = tmp_path / "nope" / "wide_resnet50_2.pth"
+    with pytest.raises(FileNotFoundError, match="nope/wide_resnet50_2.pth") as e:
+        load_backbone(str(missing))
+    assert "backbone_weights" in str(e.value)
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "head.weight": torch.zeros(2)}, bad)
+    with pytest.raises(ValueError, match="not a torchvision wide_resnet50_2") as e:
+        load_backbone(bad)
+    msg = str(e.value)
+    assert "missing keys (319)" in msg and "head.weight" in msg and "conv1.weight (1,) != (64, 3, 7, 7)" in msg
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="could not read"):
+        load_backbone(corrupt)
+
+
+# --- PatchCore ------------------------------------------------------------------------------
+
+def test_greedy_coreset_picks_far_points():
+    line = torch.arange(11.0).unsqueeze(1)
+    assert greedy_coreset(line, 3, start=0).tolist() == [0, 10, 5]
+    first = greedy_coreset(line, 1, seed=7).item()
+    assert greedy_coreset(line, 2, seed=7).tolist() == [first, 10 if first < 5 else 0]
+    clusters = torch.cat([torch.randn(20, 2, generator=torch.Generator().manual_seed(0)) * 0.01 + c
+                          for c in (torch.tensor([0.0, 0.0]), torch.tensor([5.0, 0.0]), torch.tensor([0.0, 5.0]))])
+    picked = greedy_coreset(clusters, 3, seed=1)
+    assert sorted((picked // 20).tolist()) == [0, 1, 2]  # one per cluster
+    assert coreset_size(30, 0.1) == 3 and coreset_size(31, 0.1) == 4 and coreset_size(5, 1.0) == 5
+
+
+@pytest.fixture(scope="module")
+def patchcore(bb, train_images):
+    pc = PatchCore(bb, coreset_ratio=0.25, seed=0)
+    return pc, pc.fit(train_images, progress=False)
+
+
+def test_patchcore_fit_coreset_and_determinism(bb, train_images, patchcore):
+    pc, summary = patchcore
+    n = len(train_images) * (S // 8) ** 2
+    assert summary["bank_size_full"] == n and summary["bank_size"] == math.ceil(0.25 * n) == len(pc.memory_bank)
+    assert summary["feature_dim"] == 1024 and pc.memory_bank.shape == (80, 1024)
+    arch = PatchCore.memory_bank_mb(len(train_images), S, coreset_ratio=0.25)
+    assert arch["full_mb"] == pytest.approx(summary["bank_mb_full"])
+    assert arch["coreset_mb"] == pytest.approx(summary["bank_mb"])
+    for seed, same in ((0, True), (1, False)):
+        other = PatchCore(bb, coreset_ratio=0.25, seed=seed)
+        other.fit(train_images, batch_size=5, progress=False)
+        assert torch.equal(pc.memory_bank, other.memory_bank) == same
+
+
+def test_patchcore_scores_own_patches_zero_and_pasted_noise_high(bb, train_images):
+    pc = PatchCore(bb, coreset_ratio=1.0)
+    pc.fit(train_images, progress=False)
+    emb = pc.embed(train_images[:1]).reshape(-1, 1024)
+    own = nearest_distance(emb, pc.memory_bank, chunk_size=16)
+    assert own.max() < 1e-3 * emb.norm(dim=1).mean()
+    out = pc(torch.cat([train_images[:1], paste_noise(train_images[:1])]))
+    assert isinstance(out, BaselineOutput)
+    assert out.score_map.shape == (2, S, S) and out.image_score.shape == (2,)
+    torch.testing.assert_close(out.image_score, out.score_map.flatten(1).max(1).values)
+    assert out.image_score[0] < 0.05 * out.image_score[1]
+    peak = out.score_map[1].argmax()
+    assert square_mask().flatten()[peak]
+    assert out.score_map[1][square_mask()].mean() > 1.3 * out.score_map[1][~square_mask()].mean()
+
+
+def test_patchcore_state_dict_round_trip(bb, train_images, patchcore, tmp_path):
+    pc, _ = patchcore
+    assert list(pc.state_dict()) == ["memory_bank"]  # the backbone is not saved
+    torch.save(pc.state_dict(), tmp_path / "patchcore.pt")
+    fresh = PatchCore(bb, coreset_ratio=0.25)
+    fresh.load_state_dict(torch.load(tmp_path / "patchcore.pt", weights_only=True))
+    x = paste_noise(train_images[:2])
+    a, b = pc(x), fresh(x)
+    assert torch.equal(a.score_map, b.score_map) and torch.equal(a.image_score, b.image_score)
+    fresh.train()
+    assert not fresh.backbone.training
+
+
+def test_patchcore_bank_size_agrees_with_benchmark():
+    from pvqae.benchmark import patchcore_bank_mb
+
+    ours, theirs = PatchCore.memory_bank_mb(761, 256), patchcore_bank_mb(761, 256)
+    assert ours["positions_per_image"] == theirs["positions_per_image"] == 1024 and ours["dim"] == theirs["dim"]
+    assert ours["full_mb"] == theirs["full_mb"]
+    assert ours["coreset_mb"] == pytest.approx(theirs["coreset_mb"], rel=1e-5)  # ceil of the vector count
+
+
+# --- PaDiM ----------------------------------------------------------------------------------
+
+def test_padim_channel_subset_is_seeded():
+    bb_stub = WideResNet50_2.__new__(WideResNet50_2)  # only .channels is read before fit
+    torch.nn.Module.__init__(bb_stub)
+    a, b, c = (PaDiM(bb_stub, dims=100, seed=s).channel_index for s in (3, 3, 4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len(a) == 100 and len(a.unique()) == 100 and a.min() >= 0 and a.max() < 256 + 512 + 1024
+    assert torch.equal(a, a.sort().values)
+    assert len(PaDiM(bb_stub, dims=None).channel_index) == 1792
+
+
+def test_padim_gaussians_match_direct_computation(bb, train_images):
+    pd = PaDiM(bb, dims=40, cov_eps=0.01)
+    summary = pd.fit(train_images, batch_size=2, progress=False)  # 3 batches: exercises the running sums
+    P = (S // 4) ** 2
+    assert pd.mean.shape == (P, 40) and pd.cov_inv.shape == (P, 40, 40) and list(pd.state_dict()) == [
+        "channel_index", "mean", "cov_inv"]
+    assert summary["mb"] == pytest.approx(PaDiM.memory_mb(S, dims=40))
+    emb = pd.embed(train_images).flatten(1, 2)  # (N, P, d)
+    torch.testing.assert_close(pd.mean, emb.mean(0), rtol=1e-4, atol=1e-4)
+    for p in (0, 37, P - 1):
+        cov = torch.cov(emb[:, p].T.double()) + 0.01 * torch.eye(40, dtype=torch.float64)
+        torch.testing.assert_close(pd.cov_inv[p].double() @ cov, torch.eye(40, dtype=torch.float64), atol=2e-3, rtol=0)
+    assert pd.mahalanobis(pd.mean.unsqueeze(0)).abs().max() < 1e-5  # the training mean is at distance 0
+
+
+def test_padim_scores_pasted_noise_higher_and_round_trips(bb, train_images, tmp_path):
+    pd = PaDiM(bb, dims=100)
+    pd.fit(train_images, progress=False)
+    x = torch.cat([train_images[:1], paste_noise(train_images[:1])])
+    out = pd(x)
+    assert out.score_map.shape == (2, S, S) and out.image_score.shape == (2,)
+    assert out.image_score[1] > 10 * out.image_score[0]
+    assert out.score_map[1][square_mask()].mean() > 1.1 * out.score_map[1][~square_mask()].mean()
+    torch.save(pd.state_dict(), tmp_path / "padim.pt")
+    fresh = PaDiM(bb, dims=100)
+    fresh.load_state_dict(torch.load(tmp_path / "padim.pt", weights_only=True))
+    again = fresh(x)
+    assert torch.equal(again.score_map, out.score_map)
+    with pytest.raises(ValueError, match="training image size"):
+        pd(torch.rand(1, 3, 32, 32))
+
+
+def test_small_images_and_module_api(bb):
+    imgs = textures(3, size=32, seed=5)
+    pc = PatchCore(bb, coreset_ratio=0.5, feature_dim=None, smooth_sigma=2.0)
+    pc.fit(imgs, batch_size=2, progress=False)
+    assert pc.memory_bank.shape == (coreset_size(3 * 16, 0.5), 512 + 1024)
+    out = pc(imgs[:1])
+    assert out.score_map.shape == (1, 32, 32) and torch.isfinite(out.score_map).all()
+    with pytest.raises(RuntimeError, match="fit"):
+        PatchCore(bb)(imgs[:1])
+    assert backbones.NO_WEIGHTS == "not run: no pretrained weights"
