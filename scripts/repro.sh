@@ -5,5 +5,5 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
 dvc repro "$@"
-echo; cat reports/tables/evaluate/main.md reports/tables/ablations/table3_priors.md
-echo "all metrics: dvc metrics show   tables: reports/tables/   figures: reports/figures/"
+echo; cat reports/tables/report/table1.md
+echo "the study's report: reports/REPORT.md   metrics: dvc metrics show   tables: reports/tables/   figures: reports/figures/"
