@@ -108,6 +108,8 @@ fig_list = [
     ("Mean metrics, PVQAE vs static VQ", figs / "evaluate" / "mean_metrics.png"),
     ("Pre-training curves (first seed)", figs / "pretrain" / "training_curves.png"),
     ("Routing during budget learning (first seed)", figs / "budget" / "level_fractions.png"),
+    ("Routed levels of held-out normal images after budget learning", figs / "budget" / "routed_levels.png"),
+    ("Routed vs prior levels of held-out normal images", figs / "prior" / "routed_vs_prior.png"),
     ("Dataset samples with DWT entropy", figs / "prepare" / "samples.png"),
 ]
 header = {

@@ -101,7 +101,8 @@ def find_model_files(model_dir: str | Path, manifest: str | Path | None = None) 
     d = repo_path(Path(model_dir).expanduser())
     if not d.is_dir():
         raise DataError(f"model folder {d} does not exist; {FIX_MODELS}")
-    seeded = sorted((p.parent for p in d.glob("budget/seed*/pvqae.pt")), key=lambda p: int(p.name[4:] or 0))
+    seeded = sorted((p.parent for p in d.glob("budget/seed*/pvqae.pt") if p.parent.name[4:].isdigit()),
+                    key=lambda p: int(p.name[4:]))
     layouts = [(sd / "pvqae.pt", d / "prior" / sd.name / "prior.pt") for sd in seeded[:1]]  # first training seed
     layouts += [(d / "budget" / "pvqae.pt", d / "prior" / "prior.pt"), (d / "pvqae.pt", d / "prior.pt")]
     found = next(((m, p) for m, p in layouts if m.is_file()), None)

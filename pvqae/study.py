@@ -177,7 +177,7 @@ def aggregate_seeds(per_seed: list[dict], metrics: tuple[str, ...] = METRIC_NAME
         for k in metrics:
             out["per_class"][c][k], out["per_class_std"][c][k] = stats(
                 [r["per_class"].get(c, {}).get(k) for r in per_seed])
-    extra = [r.get("inference_images_per_second") for r in per_seed if r.get("inference_images_per_second")]
+    extra = [r["inference_images_per_second"] for r in per_seed if r.get("inference_images_per_second") is not None]
     if extra:
         out["inference_images_per_second"] = float(np.mean(extra))
     return out

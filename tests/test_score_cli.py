@@ -15,7 +15,7 @@ import torch
 
 from pvqae.data.images import load_image
 from pvqae.errors import DataError
-from pvqae.score_cli import CSV_COLUMNS, load_bundle, score_images
+from pvqae.score_cli import CSV_COLUMNS, find_model_files, load_bundle, score_images
 from pvqae.scoring import score_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -94,6 +94,23 @@ def test_no_prior_scores_the_routed_reconstruction_error(tiny_reports, tmp_path)
     r = _read_csv(tmp_path / "scores.csv")[0]
     assert r["frac_coarse_prior"] == "" and r["max_budget_ce"] == ""
     assert rows[0]["image_score"] == pytest.approx(rows[0]["max_rec_error"])
+
+
+def test_seeded_model_folder_uses_the_lowest_training_seed(tiny_reports, tmp_path):
+    models = tmp_path / "reports" / "models"
+    for seed in (2, 10):  # numeric order: seed2 < seed10 (a string sort would pick seed10)
+        (models / "budget" / f"seed{seed}").mkdir(parents=True)
+        shutil.copy(tiny_reports / "models" / "budget" / "pvqae.pt", models / "budget" / f"seed{seed}")
+    (models / "prior" / "seed2").mkdir(parents=True)
+    shutil.copy(tiny_reports / "models" / "prior" / "prior.pt", models / "prior" / "seed2")
+    (tmp_path / "reports" / "prepared").mkdir()
+    shutil.copy(tiny_reports / "prepared" / "manifest.json", tmp_path / "reports" / "prepared")
+    files = find_model_files(models)
+    assert files.model == models / "budget" / "seed2" / "pvqae.pt"
+    assert files.prior == models / "prior" / "seed2" / "prior.pt"
+    assert files.manifest == tmp_path / "reports" / "prepared" / "manifest.json"
+    b = load_bundle(models)  # and the seeded files load as a bundle with the per-class prior
+    assert b.prior is not None and b.classes == ["printed", "texture"]
 
 
 def test_missing_model_dir_and_files_are_named(tiny_reports, tmp_path):

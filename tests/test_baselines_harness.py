@@ -1,0 +1,162 @@
+"""``pvqae.baselines.harness``: the Table I baselines built from the ``baselines`` params,
+trained/fitted on the prepared training split and scored like PVQAE on the test split.
+
+PatchCore and PaDiM run on a randomly initialised WideResNet-50-2 (``random_backbone``):
+these tests check the harness's plumbing (params -> model, checkpoint, scores, metrics),
+not the accuracy the papers report with ImageNet weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import pvqae.train as T
+from pvqae import pipeline
+from pvqae.baselines import harness
+from pvqae.baselines.ae_ssim import AESSIM, load_ae_ssim
+from pvqae.baselines.backbones import random_backbone
+from pvqae.baselines.common import BaselineOutput
+from pvqae.baselines.padim import PaDiM
+from pvqae.baselines.patchcore import PatchCore
+from pvqae.checkpoint import load_checkpoint
+from pvqae.metrics import METRIC_NAMES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+S = 32
+# the params.yaml `baselines` section, shrunk for 32 px and a few images
+BPARAMS = {
+    "methods": ["ae_ssim", "patchcore", "padim"],
+    "ae_ssim": {"ch": 8, "latent_dim": 16, "steps": 3, "batch_size": 4, "lr": 1e-3, "weight_decay": 1e-5,
+                "ssim_window": 11, "augment_jitter": 0.1, "ckpt_every": 100, "log_every": 1},
+    "backbone_weights": None, "download_weights": False,
+    "patchcore": {"coreset_ratio": 0.5, "projection_dim": 16, "feature_dim": 64, "smooth_sigma": 4.0},
+    "padim": {"dims": 20, "smooth_sigma": 4.0},
+}
+DATA = {"image_size": S, "channels": 3}
+EV = {"batch_size": 4, "fpr_limit": 0.3}
+
+
+@pytest.fixture(autouse=True)
+def _resume_in_tmp(monkeypatch, tmp_path):
+    monkeypatch.setattr(T, "RESUME_ROOT", tmp_path / "resume")  # AE-SSIM's resumable run
+
+
+@pytest.fixture(scope="module")
+def splits(tiny_reports):
+    prep = tiny_reports / "prepared"
+    return pipeline.load_prepared(prep, "train"), pipeline.load_prepared(prep, "test")
+
+
+@pytest.fixture(scope="module")
+def bb():
+    return random_backbone(0)
+
+
+def _check_results(results: dict, scores: dict, test: dict):
+    n = len(test["image"])
+    assert set(results["per_class"]) == set(test["classes"]) == {"printed", "texture"}
+    for cls, m in results["per_class"].items():
+        assert set(m) == set(METRIC_NAMES), cls
+        for k, v in m.items():
+            assert np.isfinite(v) and 0 <= v <= 1, (cls, k, v)
+    assert set(results["mean"]) == set(METRIC_NAMES)
+    assert results["inference_images_per_second"] > 0
+    assert scores["maps"].shape == (n, S, S) and scores["maps"].dtype == np.float32
+    assert scores["image"].shape == (n,) and np.isfinite(scores["maps"]).all()
+
+
+# ----------------------------------------------------------------------------- build
+
+@pytest.mark.parametrize("method", ["patchcore", "padim"])
+def test_build_needs_a_backbone(method):
+    with pytest.raises(ValueError, match=rf"{method} needs an ImageNet-pretrained WideResNet-50-2 "
+                                         r"\(baselines\.backbone_weights\)"):
+        harness.build(method, BPARAMS, DATA, seed=0)
+    with pytest.raises(ValueError, match="needs an ImageNet-pretrained"):  # run_method fails before training
+        harness.run_method(method, BPARAMS, DATA, {}, {}, EV, 0, "unused")
+
+
+def test_build_unknown_method_lists_the_baselines():
+    with pytest.raises(ValueError, match=r"unknown baseline 'stpm'; baselines are ae_ssim, patchcore, padim"):
+        harness.build("stpm", BPARAMS, DATA, seed=0)
+
+
+def test_build_from_params(bb):
+    a, b = (harness.build("ae_ssim", BPARAMS, DATA, seed=3) for _ in range(2))
+    assert isinstance(a, AESSIM) and a.config()["ch"] == 8 and a.config()["latent_dim"] == 16
+    assert a.config()["image_size"] == S and a.config()["in_channels"] == 3
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # seeded
+    c = harness.build("ae_ssim", BPARAMS, DATA, seed=4)
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+    pc = harness.build("patchcore", BPARAMS, DATA, seed=0, backbone=bb)
+    assert isinstance(pc, PatchCore) and pc.coreset_ratio == 0.5 and pc.projection_dim == 16
+    assert pc.feature_dim == 64 and pc.smooth_sigma == 4.0
+    pd = harness.build("padim", BPARAMS, DATA, seed=0, backbone=bb)
+    assert isinstance(pd, PaDiM) and len(pd.channel_index) == 20
+
+
+# ----------------------------------------------------------------------------- run_method
+
+def test_run_method_ae_ssim(splits, tmp_path):
+    train, test = splits
+    scores, results, summary = harness.run_method("ae_ssim", BPARAMS, DATA, train, test, EV, 0, tmp_path / "seed0",
+                                                  progress=False)
+    assert (tmp_path / "seed0" / "ae_ssim.pt").is_file()
+    assert summary["steps"] == 3
+    _check_results(results, scores, test)
+    assert scores["rec"] is None and scores["routed"] is None and scores["prior"] is None
+    # the checkpoint is the trained model: reloaded, it gives the same scores
+    model = load_ae_ssim(tmp_path / "seed0" / "ae_ssim.pt")
+    out = model.score(test["image"])
+    np.testing.assert_allclose(out.image_score.numpy(), scores["image"], rtol=1e-5, atol=1e-6)
+    assert pipeline.evaluate_scores(test, scores, EV["fpr_limit"])["mean"] == results["mean"]
+
+
+@pytest.mark.parametrize("method", ["patchcore", "padim"])
+def test_run_method_memory_baselines(method, splits, bb, tmp_path):
+    train, test = splits
+    scores, results, summary = harness.run_method(method, BPARAMS, DATA, train, test, EV, 0, tmp_path,
+                                                  backbone=bb, progress=False)
+    _check_results(results, scores, test)
+    assert summary["n_train_images"] == len(train["image"])
+    if method == "patchcore":
+        assert summary["bank_size"] == summary["bank_size_full"] // 2  # coreset_ratio 0.5 (even size here)
+    else:
+        assert summary["feature_dim"] == 20 and summary["positions"] == (S // 4) ** 2
+    ckpt = load_checkpoint(tmp_path / f"{method}.pt")
+    assert ckpt["method"] == method and ckpt["seed"] == 0
+    assert not any(k.startswith("backbone.") for k in ckpt["model"])  # the fitted state only
+    # the fitted state reloads into a fresh model and scores the test split the same way
+    fresh = harness.build(method, BPARAMS, DATA, 0, backbone=bb)
+    fresh.load_state_dict(ckpt["model"])
+    again = harness.score_split(fresh.eval(), test, batch_size=3, progress=False)
+    np.testing.assert_allclose(again["image"], scores["image"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(again["maps"], scores["maps"], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- score_split
+
+def test_score_split_matches_the_pipelines_keys_and_shapes(tiny_reports, splits):
+    from pvqae.train import load_model
+
+    _, test = splits
+    n = len(test["image"])
+    calls = []
+
+    def fake(x: torch.Tensor) -> BaselineOutput:  # score = mean intensity, map = per-pixel channel mean
+        calls.append(len(x))
+        m = x.mean(1)
+        return BaselineOutput(score_map=m.double(), image_score=m.flatten(1).mean(1))
+
+    ours = harness.score_split(fake, test, batch_size=3, progress=False)
+    ref = pipeline.score_split(load_model(tiny_reports / "models" / "budget" / "pvqae.pt"), test, batch_size=4,
+                               progress=False)
+    assert set(ours) == set(ref)
+    assert calls == [3, 3, n - 6]  # batched, in order
+    assert ours["maps"].shape == ref["maps"].shape == (n, S, S) and ours["maps"].dtype == np.float32
+    assert ours["image"].shape == ref["image"].shape == (n,)
+    np.testing.assert_allclose(ours["image"], test["image"].mean((1, 2, 3)).numpy(), rtol=1e-6)
+    assert ours["seconds"] >= 0 and ours["images_per_second"] > 0
