@@ -25,12 +25,14 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from pvqae.baselines.backbones import WideResNet50_2
-from pvqae.baselines.common import BaselineOutput, patch_scores_to_output
-from pvqae.baselines.patchcore import _drop_backbone, _fill_backbone_and_resize
+from pvqae.baselines.common import (
+    BaselineOutput,
+    FrozenBackboneModel,
+    patch_scores_to_output,
+)
 
 BYTES_PER_FLOAT = 4
 
@@ -42,7 +44,7 @@ def random_channels(total: int, dims: int | None, seed: int) -> torch.Tensor:
     return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:dims].sort().values
 
 
-class PaDiM(nn.Module):
+class PaDiM(FrozenBackboneModel):
     """PaDiM on a frozen WideResNet-50-2 (defaults: the paper's / reference's).
 
     Args:
@@ -60,8 +62,7 @@ class PaDiM(nn.Module):
     def __init__(self, backbone: WideResNet50_2, layers: tuple[str, ...] = ("layer1", "layer2", "layer3"),
                  dims: int | None = 550, cov_eps: float = 0.01, smooth_sigma: float = 4.0, seed: int = 0,
                  chunk_size: int = 256):
-        super().__init__()
-        self.backbone = backbone.eval().requires_grad_(False)
+        super().__init__(backbone, resizable=("mean", "cov_inv"))
         self.layers = tuple(layers)
         self.cov_eps = cov_eps
         self.smooth_sigma = smooth_sigma
@@ -72,18 +73,6 @@ class PaDiM(nn.Module):
         d = len(self.channel_index)
         self.register_buffer("mean", torch.zeros(0, d))  # (P, d) after fit
         self.register_buffer("cov_inv", torch.zeros(0, d, d))  # (P, d, d) after fit
-        self.register_state_dict_post_hook(_drop_backbone)
-        self.register_load_state_dict_pre_hook(_fill_backbone_and_resize(("mean", "cov_inv")))
-
-    def train(self, mode: bool = True) -> PaDiM:
-        """Mode switch that keeps the frozen backbone in eval mode."""
-        super().train(mode)
-        self.backbone.eval()
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return self.mean.device
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pvqae.baselines.backbones import WideResNet50_2
-from pvqae.baselines.common import BaselineOutput, patch_scores_to_output
+from pvqae.baselines.common import (
+    BaselineOutput,
+    FrozenBackboneModel,
+    patch_scores_to_output,
+)
 
 BYTES_PER_FLOAT = 4
 
@@ -92,7 +96,7 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, chunk_size: int)
     return torch.cat([torch.cdist(q, bank).min(1).values for q in queries.split(chunk_size)])
 
 
-class PatchCore(nn.Module):
+class PatchCore(FrozenBackboneModel):
     """PatchCore on a frozen WideResNet-50-2 (defaults: the paper's / reference's).
 
     Args:
@@ -114,10 +118,9 @@ class PatchCore(nn.Module):
     def __init__(self, backbone: WideResNet50_2, layers: tuple[str, ...] = ("layer2", "layer3"),
                  coreset_ratio: float = 0.1, projection_dim: int = 128, feature_dim: int | None = 1024,
                  neighbourhood: int = 3, smooth_sigma: float = 4.0, seed: int = 0, chunk_size: int = 1024):
-        super().__init__()
+        super().__init__(backbone, resizable=("memory_bank",))
         if not 0 < coreset_ratio <= 1:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
-        self.backbone = backbone.eval().requires_grad_(False)
         self.layers = tuple(layers)
         self.coreset_ratio = coreset_ratio
         self.projection_dim = projection_dim
@@ -128,18 +131,6 @@ class PatchCore(nn.Module):
         self.chunk_size = chunk_size
         dim = feature_dim or sum(backbone.channels[name] for name in self.layers)
         self.register_buffer("memory_bank", torch.zeros(0, dim))
-        self.register_state_dict_post_hook(_drop_backbone)
-        self.register_load_state_dict_pre_hook(_fill_backbone_and_resize(("memory_bank",)))
-
-    def train(self, mode: bool = True) -> PatchCore:
-        """Mode switch that keeps the frozen backbone in eval mode."""
-        super().train(mode)
-        self.backbone.eval()
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return self.memory_bank.device
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -209,26 +200,3 @@ class PatchCore(nn.Module):
                 "dim": feature_dim, "bank_size_full": n_full, "bank_size": n_core, "coreset_ratio": coreset_ratio,
                 "full_mb": n_full * feature_dim * BYTES_PER_FLOAT / 1e6,
                 "coreset_mb": n_core * feature_dim * BYTES_PER_FLOAT / 1e6}
-
-
-def _drop_backbone(module, state_dict, prefix, local_metadata) -> None:
-    """State-dict post-hook: leave out the frozen backbone's weights."""
-    for key in [k for k in state_dict if k.startswith(prefix + "backbone.")]:
-        del state_dict[key]
-
-
-def _fill_backbone_and_resize(resizable: tuple[str, ...]):
-    """Load pre-hook: fill absent backbone keys with the current backbone's tensors (so a
-    saved fitted state loads strictly) and resize the fitted buffers named in ``resizable``
-    to the incoming shapes (their size depends on the training set and image size)."""
-
-    def hook(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        for key, value in module.backbone.state_dict(prefix=prefix + "backbone.").items():
-            state_dict.setdefault(key, value)
-        for name in resizable:
-            incoming = state_dict.get(prefix + name)
-            current = getattr(module, name)
-            if isinstance(incoming, torch.Tensor) and incoming.shape != current.shape:
-                setattr(module, name, torch.empty(incoming.shape, dtype=current.dtype, device=current.device))
-
-    return hook
