@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--batch-size", type=int, default=8)
     b.add_argument("--n-train", type=int, default=761, help="training images for the PatchCore bank (MTSD: 761)")
     b.add_argument("--out", default="reports/benchmarks")
-    b.add_argument("--table", action="store_true", help="only print the markdown table of the JSON files in --out")
+    b.add_argument("--table", action="store_true", help="only print the markdown tables of the JSON files in --out")
+    b.add_argument("--accuracy", action="store_true",
+                   help="record the accuracy of the finished run in reports/ (after `dvc repro evaluate`) as "
+                        "accuracy_<dataset>_<profile>.json")
 
     args = ap.parse_args(argv)
     if args.cmd == "run":
@@ -59,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.table:
             print(benchmark.table(repo_path(args.out)))
+            print(benchmark.accuracy_table(repo_path(args.out)))
+            return 0
+        if args.accuracy:
+            res = benchmark.accuracy(repo_path("reports"))
+            print(benchmark.write_accuracy(res, repo_path(args.out)))
+            print(json.dumps({k: res[k] for k in ("dataset", "profile", "seeds", "training_seconds", "met")}, indent=1))
             return 0
         for prof in args.profile or ["default"]:
             res = benchmark.run(prof, args.batch_size, n_train=args.n_train, image_size=args.image_size)

@@ -1,5 +1,13 @@
-"""Speed and size benchmark: ``python -m pvqae benchmark --profile paper`` writes
-``reports/benchmarks/speed_size_<profile>.json``.
+"""Benchmarks that write ``reports/benchmarks/*.json`` (kept in git, shown in the README).
+
+**Accuracy** (``python -m pvqae benchmark --accuracy``, after ``dvc repro evaluate`` on a
+dataset): reads the run's outputs and records dataset, profile, seeds, machine, training
+and stage wall times, PVQAE's and the static VQ's metrics (mean ± std over seeds, per
+class), the paper's numbers for that dataset (labelled), and whether the targets are met:
+``accuracy_<dataset>_<profile>.json``.
+
+**Speed and size** (``python -m pvqae benchmark --profile paper``):
+``reports/benchmarks/speed_size_<profile>_<size>px.json``.
 
 Measured for the model a profile defines (weights do not matter for speed or size, so the
 model is freshly initialised; no data needed):
@@ -108,6 +116,84 @@ def run(profile: str, batch_size: int = 8, repeats: int = 3, n_train: int = 761,
         "wall_seconds": time.perf_counter() - t0,
         "note": "random weights: speed and size do not depend on them; threads = torch default",
     }
+
+
+# Issue targets for the cpu profile (real data, 2 cores); the paper's numbers are in paper_numbers.yaml.
+TARGETS = {"image_auroc": 0.95, "pixel_auroc": 0.93, "training_seconds": 3600.0, "pvqae_minus_static_image_auroc": 0.02}
+
+
+def accuracy(reports: Path, params: dict | None = None, targets: dict | None = None) -> dict:
+    """Accuracy benchmark record of a finished run (``reports/`` after ``dvc repro evaluate``).
+
+    Training seconds of PVQAE = pre-training + budget learning + prior learning of one seed
+    (mean over seeds), from the stages' summaries; the static VQ's are reported beside it.
+    """
+    import json
+
+    from pvqae.report import notebook_seconds, paper_table1
+
+    reports = Path(reports)
+    params = params or load_params()
+    targets = dict(targets or TARGETS)
+
+    def load(rel: str) -> dict:
+        path = reports / rel
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro evaluate` first (on the dataset to benchmark)")
+        return json.loads(path.read_text())
+
+    manifest, ev = load("prepared/manifest.json"), load("metrics/evaluate.json")
+    pre, bud, pri = load("models/pretrain/summary.json"), load("models/budget/summary.json"), load(
+        "models/prior/summary.json")
+    seeds = ev["seeds"]
+    pv_secs = [pre[f"seed{s}"]["pvqae_pretrain"]["train_seconds"] + bud[f"seed{s}"]["train_seconds"]
+               + pri[f"seed{s}"].get("train_seconds", 0.0) for s in seeds]
+    st_secs = [pre[f"seed{s}"]["static_vq"]["train_seconds"] for s in seeds]
+    stages = {st: notebook_seconds(reports / "executed" / f"{st}.ipynb") for st in
+              ("prepare", "pretrain", "budget", "prior", "evaluate")}
+    brief = {m: {k: ev[m][k] for k in ("mean", "std", "per_class", "n_seeds")} for m in ("pvqae", "static_vq")}
+    gap = ev["pvqae"]["mean"]["image_auroc"] - ev["static_vq"]["mean"]["image_auroc"]
+    train_s = sum(pv_secs) / len(pv_secs)
+    paper = {cls: {m: v for m, v in p.items() if m in ("pvqae", "vq_e")} for cls, p in
+             paper_table1(manifest["dataset"]).items() if cls in manifest["classes"]}
+    return {
+        "benchmark": "accuracy", "dataset": manifest["dataset"], "root": manifest["root"],
+        "classes": manifest["classes"], "counts": manifest["counts"], "image_size": manifest["image_size"],
+        "profile": params.get("profile"), "seeds": seeds, "machine": pipeline.machine_info(),
+        "training_seconds": {"pvqae_pretrain_budget_prior": train_s, "static_vq": sum(st_secs) / len(st_secs),
+                             "per_seed_pvqae": pv_secs},
+        "stage_seconds": stages, "steps": {k: params[k]["steps"] for k in ("pretrain", "budget", "prior", "static_vq")},
+        **brief, "pvqae_minus_static_image_auroc": gap,
+        "paper_percent": paper, "targets": targets,
+        "met": {"image_auroc": ev["pvqae"]["mean"]["image_auroc"] >= targets["image_auroc"],
+                "pixel_auroc": ev["pvqae"]["mean"]["pixel_auroc"] >= targets["pixel_auroc"],
+                "training_seconds": train_s <= targets["training_seconds"],
+                "pvqae_minus_static_image_auroc": gap >= targets["pvqae_minus_static_image_auroc"]},
+    }
+
+
+def write_accuracy(result: dict, out_dir: Path) -> Path:
+    path = Path(out_dir) / f"accuracy_{result['dataset']}_{result['profile']}.json"
+    pipeline.write_json(result, path)
+    return path
+
+
+def accuracy_table(out_dir: Path) -> str:
+    """Markdown table of every ``accuracy_*.json`` under ``out_dir``."""
+    import json
+
+    rows = ["| dataset | profile | image | seeds | PVQAE image / pixel AUROC | static VQ image / pixel | "
+            "PVQAE training s (pretrain+budget+prior) | targets met | machine |", "|---|---|---|---|---|---|---|---|---|"]
+    for p in sorted(Path(out_dir).glob("accuracy_*.json")):
+        r = json.loads(p.read_text())
+        pv, st = r["pvqae"]["mean"], r["static_vq"]["mean"]
+        met = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["met"].items())
+        rows.append(f"| {r['dataset']} | {r['profile']} | {r['image_size']} px | {r['seeds']} "
+                    f"| {100 * pv['image_auroc']:.1f} / {100 * pv['pixel_auroc']:.1f} "
+                    f"| {100 * st['image_auroc']:.1f} / {100 * st['pixel_auroc']:.1f} "
+                    f"| {r['training_seconds']['pvqae_pretrain_budget_prior']:.0f} | {met} "
+                    f"| {r['machine']['cpu_count']} CPU{', CUDA' if r['machine']['cuda'] else ''} |")
+    return "\n".join(rows) + "\n"
 
 
 def write(result: dict, out_dir: Path) -> Path:

@@ -26,3 +26,55 @@ def test_tiny_benchmark_writes_every_field(tmp_path):
     assert 0 < data["model_mb"] < 10 and data["model_mb"] == benchmark.state_dict_mb(
         benchmark.PVQAE(benchmark.pipeline.model_config(benchmark.profile_params(["tiny"])["model"],
                                                        benchmark.profile_params(["tiny"])["data"])))
+
+
+def _fake_run(reports, dataset="mtsd", classes=("mtsd",), pv=(0.96, 0.94), st=(0.93, 0.90), secs=(1000, 1500, 60)):
+    """The files `dvc repro evaluate` leaves that the accuracy benchmark reads, with known values."""
+    from pvqae.pipeline import write_json
+
+    def res(img, pix, std=0.0):
+        m = {"image_auroc": img, "pixel_auroc": pix, "aupro": 0.5}
+        return {"mean": m, "std": {k: std for k in m}, "per_class": {c: m for c in classes}, "n_seeds": 2}
+
+    write_json({"dataset": dataset, "root": "/data", "classes": list(classes), "counts": {"train": 3},
+                "image_size": 128}, reports / "prepared" / "manifest.json")
+    write_json({"seeds": [0, 1], "pvqae": res(*pv), "static_vq": res(*st)}, reports / "metrics" / "evaluate.json")
+    write_json({f"seed{s}": {"pvqae_pretrain": {"train_seconds": secs[0]}, "static_vq": {"train_seconds": secs[1]}}
+                for s in (0, 1)}, reports / "models" / "pretrain" / "summary.json")
+    write_json({f"seed{s}": {"train_seconds": secs[2] * (s + 1)} for s in (0, 1)},
+               reports / "models" / "budget" / "summary.json")
+    write_json({f"seed{s}": {"train_seconds": 10} for s in (0, 1)}, reports / "models" / "prior" / "summary.json")
+
+
+def _params(profile="cpu"):
+    return {"profile": profile, **{k: {"steps": 5} for k in ("pretrain", "budget", "prior", "static_vq")}}
+
+
+def test_accuracy_benchmark_reads_the_run_and_checks_the_targets(tmp_path):
+    _fake_run(tmp_path)
+    r = benchmark.accuracy(tmp_path, params=_params())
+    assert r["dataset"] == "mtsd" and r["profile"] == "cpu" and r["seeds"] == [0, 1]
+    # pretrain + budget + prior, mean over the two seeds: (1000+60+10 + 1000+120+10) / 2
+    assert r["training_seconds"]["pvqae_pretrain_budget_prior"] == 1100
+    assert r["training_seconds"]["static_vq"] == 1500
+    assert abs(r["pvqae_minus_static_image_auroc"] - 0.03) < 1e-9
+    assert r["met"] == {"image_auroc": True, "pixel_auroc": True, "training_seconds": True,
+                        "pvqae_minus_static_image_auroc": True}
+    assert r["paper_percent"] == {"mtsd": {"vq_e": [96.6, 94.2], "pvqae": [99.2, 96.5]}}
+    path = benchmark.write_accuracy(r, tmp_path / "bench")
+    assert path.name == "accuracy_mtsd_cpu.json"
+    table = benchmark.accuracy_table(tmp_path / "bench")
+    assert "| mtsd | cpu | 128 px | [0, 1] | 96.0 / 94.0 | 93.0 / 90.0 | 1100 |" in table
+
+
+def test_accuracy_benchmark_reports_missed_targets_and_missing_runs(tmp_path):
+    import pytest
+
+    _fake_run(tmp_path, dataset="synthetic", classes=("a", "b"), pv=(0.80, 0.95), st=(0.81, 0.90),
+              secs=(4000, 10, 60))
+    r = benchmark.accuracy(tmp_path, params=_params("default"))
+    assert r["met"] == {"image_auroc": False, "pixel_auroc": True, "training_seconds": False,
+                        "pvqae_minus_static_image_auroc": False}
+    assert r["paper_percent"] == {}
+    with pytest.raises(FileNotFoundError, match="manifest.json is missing: run `dvc repro evaluate`"):
+        benchmark.accuracy(tmp_path / "nothing", params=_params())
