@@ -63,6 +63,20 @@ def profile_params(names: list[str]) -> dict:
     return params
 
 
+def resize_profile(data: dict, model: dict, image_size: int) -> tuple[dict, dict]:
+    """The profile's model at another image size with the same coarse patch grid (the
+    paper's 8 x 8): one encoder level more per doubling, repeating the last channel
+    multiplier (fewer levels when smaller). Keeps the prior's sequence length, whose
+    predict-all cost grows with the cube of the grid's area."""
+    grid = pipeline.coarse_grid(data)
+    levels = (image_size // grid).bit_length()  # 2^(levels-1) = image_size / grid
+    if image_size % grid or 2 ** (levels - 1) != image_size // grid:
+        raise ValueError(f"image size {image_size} is not the coarse grid {grid} times a power of two")
+    mult = list(model["ch_mult"])
+    mult = mult[:levels] if levels <= len(mult) else mult + [mult[-1]] * (levels - len(mult))
+    return {**data, "image_size": image_size, "patch_size": image_size // grid}, {**model, "ch_mult": mult}
+
+
 def _timed(fn, repeats: int) -> float:
     fn()  # warm-up
     t0 = time.perf_counter()
@@ -76,11 +90,10 @@ def run(profile: str, batch_size: int = 8, repeats: int = 3, n_train: int = 761,
     """Benchmark the model of ``profile`` (``n_train`` default: MTSD's published train split)."""
     torch.manual_seed(seed)
     params = profile_params([profile])
-    data = dict(params["data"])
+    data, model_params = dict(params["data"]), dict(params["model"])
     if image_size:
-        data["image_size"] = image_size
-        data["patch_size"] = image_size // (2 ** (len(params["model"]["ch_mult"]) - 1))
-    cfg = pipeline.model_config(params["model"], data)
+        data, model_params = resize_profile(data, model_params, image_size)
+    cfg = pipeline.model_config(model_params, data)
     model = PVQAE(cfg).eval()
     p = params["prior"]
     prior = BudgetPriorTransformer(num_levels=3, grid=cfg.grids[0], dim=p["dim"], heads=p["heads"],
@@ -107,7 +120,8 @@ def run(profile: str, batch_size: int = 8, repeats: int = 3, n_train: int = 761,
     train = _timed(step, max(1, repeats - 1))
     return {
         "benchmark": "speed_size", "profile": profile, "machine": pipeline.machine_info(), "seed": seed,
-        "image_size": cfg.image_size, "grids": list(cfg.grids), "batch_size": batch_size,
+        "image_size": cfg.image_size, "grids": list(cfg.grids), "ch_mult": list(cfg.ch_mult), "ch": cfg.ch,
+        "batch_size": batch_size,
         "inference_images_per_second": batch_size / infer, "inference_peak_rss_mb": peak_mb,
         "train_images_per_second": batch_size / train,
         "model_mb": state_dict_mb(model), "prior_mb": state_dict_mb(prior),

@@ -78,3 +78,17 @@ def test_accuracy_benchmark_reports_missed_targets_and_missing_runs(tmp_path):
     assert r["paper_percent"] == {}
     with pytest.raises(FileNotFoundError, match="manifest.json is missing: run `dvc repro evaluate`"):
         benchmark.accuracy(tmp_path / "nothing", params=_params())
+
+
+def test_resizing_a_profile_keeps_the_coarse_grid():
+    import pytest
+
+    data = {"image_size": 128, "patch_size": 16}
+    model = {"ch": 16, "ch_mult": [1, 1, 2, 2, 4]}
+    d, m = benchmark.resize_profile(data, model, 256)
+    assert d == {"image_size": 256, "patch_size": 32} and m["ch_mult"] == [1, 1, 2, 2, 4, 4]
+    d, m = benchmark.resize_profile(data, model, 64)
+    assert d["patch_size"] == 8 and m["ch_mult"] == [1, 1, 2, 2]
+    assert benchmark.pipeline.coarse_grid(d) == 8 and model["ch_mult"] == [1, 1, 2, 2, 4]  # input untouched
+    with pytest.raises(ValueError, match="not the coarse grid 8 times a power of two"):
+        benchmark.resize_profile(data, model, 96)
