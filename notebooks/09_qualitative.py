@@ -41,7 +41,7 @@ ci, lab = test["class_index"].numpy(), test["label"].numpy()
 # %%
 rows = []
 for k, cls in enumerate(test["classes"]):
-    for i in np.nonzero((ci == k) & (lab == 1))[0][:n_per_class]:
+    for i in pipeline.defect_samples(test, k, n_per_class):
         rows.append({"image": test["image"][i].numpy(), "mask": test["mask"][i].numpy(),
                      "static": st["maps"][i].astype(np.float32), "pvqae": pv["maps"][i].astype(np.float32),
                      "routed": pv["routed"][i], "prior": pv["prior"][i] if "prior" in pv else None,

@@ -213,6 +213,21 @@ def evaluate_scores(split: dict, scores: dict, fpr_limit: float = 0.3) -> dict:
     return evaluate(metric_records(split, scores), fpr_limit=fpr_limit)
 
 
+def defect_samples(split: dict, class_index: int, n: int) -> list[int]:
+    """Up to ``n`` defective images of a class, one defect kind after another (round robin
+    over kinds, in file order within a kind), so a figure shows every kind it can."""
+    ci, lab = split["class_index"].numpy(), split["label"].numpy()
+    by_kind: dict[str, list[int]] = {}
+    for i in np.nonzero((ci == class_index) & (lab == 1))[0]:
+        by_kind.setdefault(split["meta"][i]["defect"] or "", []).append(int(i))
+    picks, queues = [], [list(v) for _, v in sorted(by_kind.items())]
+    while len(picks) < n and any(queues):
+        for q in queues:
+            if q and len(picks) < n:
+                picks.append(q.pop(0))
+    return picks
+
+
 def code_allocation(split: dict, levels: np.ndarray, which: str) -> list[dict]:
     """Fraction of coarse/median/fine codes per class and normal/defective, as table rows."""
     rows = []

@@ -172,13 +172,15 @@ def claim_sweep(sweep: dict[float, dict], peak: float = 1.25) -> str:
     runner_up = max((x for x in xs if x != best), key=lambda x: sweep[x]["mean"]["image_auroc"])
     gap = sweep[best]["mean"]["image_auroc"] - sweep[runner_up]["mean"]["image_auroc"]
     spread = max(sweep[best].get("std", {}).get("image_auroc", 0), sweep[runner_up].get("std", {}).get("image_auroc", 0))
-    caveat = (" (one training seed: no spread estimate)" if n <= 1 else
-              f" (the lead over {runner_up:g}, {100 * gap:.1f} points, is within one std over seeds)" if gap <= spread
-              else "")
+    notes = (["one training seed: no spread estimate"] if n <= 1 else
+             [f"the lead over {runner_up:g}, {100 * gap:.1f} points, is within one std over seeds"] if gap <= spread
+             else [])
+    if len(xs) < 9:
+        notes.append("a thinned sweep: the profile sets ablations.lambda_max")
+    caveat = f" ({'; '.join(notes)})" if notes else ""
     return (f"**Fig. 5** (paper: image and pixel AUROC peak around lambda_max = {peak}). Swept {', '.join(f'{x:g}' for x in xs)}; "
             f"our image AUROC peaks at {best:g} ({100 * sweep[best]['mean']['image_auroc']:.1f}): the claim "
-            f"{'holds' if holds else 'does not hold'} at this resolution of the sweep{caveat}"
-            f"{'' if len(xs) >= 9 else ' (a thinned sweep: the profile sets ablations.lambda_max)'}.")
+            f"{'holds' if holds else 'does not hold'} at this resolution of the sweep{caveat}.")
 
 
 def claim_priors(priors: dict[str, dict]) -> str:

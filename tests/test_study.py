@@ -219,3 +219,19 @@ def test_learn_prior_and_evaluate_model_on_tiny_data(tiny_reports, tmp_path):
     assert none_prior is None and none_summary == {"mode": "none"}
     _, res_none = study.evaluate_model(model, None, test, ev, progress=False)
     assert set(res_none["per_class"]) == {"printed", "texture"}
+
+
+def test_defect_samples_cycle_through_the_defect_kinds():
+    import torch
+
+    from pvqae.pipeline import defect_samples
+
+    kinds = [None, "crack", "crack", "crack", "stain", None, "scratch", "stain"]
+    split = {"class_index": torch.tensor([0, 0, 0, 0, 0, 1, 0, 0]),
+             "label": torch.tensor([0 if k is None else 1 for k in kinds]),
+             "meta": [{"defect": k} for k in kinds]}
+    # kinds in name order: crack [1, 2, 3], scratch [6], stain [4, 7]
+    assert defect_samples(split, 0, 3) == [1, 6, 4]
+    assert defect_samples(split, 0, 5) == [1, 6, 4, 2, 7]
+    assert defect_samples(split, 0, 99) == [1, 6, 4, 2, 7, 3]
+    assert defect_samples(split, 1, 3) == []
