@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.accuracy:
             res = benchmark.accuracy(repo_path("reports"))
-            print(benchmark.write_accuracy(res, repo_path(args.out)))
+            print(benchmark.write(res, repo_path(args.out)))
             print(json.dumps({k: res[k] for k in ("dataset", "profile", "seeds", "training_seconds", "met")}, indent=1))
             return 0
         for prof in args.profile or ["default"]:

@@ -186,12 +186,6 @@ def accuracy(reports: Path, params: dict | None = None, targets: dict | None = N
     }
 
 
-def write_accuracy(result: dict, out_dir: Path) -> Path:
-    path = Path(out_dir) / f"accuracy_{result['dataset']}_{result['profile']}.json"
-    pipeline.write_json(result, path)
-    return path
-
-
 def accuracy_table(out_dir: Path) -> str:
     """Markdown table of every ``accuracy_*.json`` under ``out_dir``."""
     import json
@@ -211,7 +205,10 @@ def accuracy_table(out_dir: Path) -> str:
 
 
 def write(result: dict, out_dir: Path) -> Path:
-    path = Path(out_dir) / f"speed_size_{result['profile']}_{result['image_size']}px.json"
+    """``accuracy_<dataset>_<profile>.json`` or ``speed_size_<profile>_<size>px.json`` under ``out_dir``."""
+    name = (f"accuracy_{result['dataset']}_{result['profile']}" if result["benchmark"] == "accuracy"
+            else f"speed_size_{result['profile']}_{result['image_size']}px")
+    path = Path(out_dir) / f"{name}.json"
     pipeline.write_json(result, path)
     return path
 

@@ -75,3 +75,21 @@ def tiny_reports(tmp_path_factory) -> Path:
         return build_tiny_reports(tmp_path_factory.mktemp("tiny") / "reports")
     finally:
         torch.set_num_threads(before)
+
+
+def interrupt_at(monkeypatch, step: int, train, *args, **kwargs) -> None:
+    """Run ``train(*args, **kwargs)`` with the batch stream raising KeyboardInterrupt at
+    ``step`` (a simulated kill); asserts that it was interrupted."""
+    from pvqae.train import BatchStream
+
+    original = BatchStream.batch
+
+    def interrupting(self, s):
+        if s == step:
+            raise KeyboardInterrupt
+        return original(self, s)
+
+    with monkeypatch.context() as m:
+        m.setattr(BatchStream, "batch", interrupting)
+        with pytest.raises(KeyboardInterrupt):
+            train(*args, **kwargs)

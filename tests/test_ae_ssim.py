@@ -7,6 +7,7 @@ import csv
 
 import pytest
 import torch
+from conftest import interrupt_at
 
 import pvqae.train as T
 from pvqae.baselines.ae_ssim import AESSIM, AESSIMConfig, load_ae_ssim, train_ae_ssim
@@ -177,17 +178,8 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, monkeypatch
     train_ae_ssim(model_a, _stream(images), cfg, tmp_path / "a", "ae_ssim", seed=3, progress=False)
     assert not any((tmp_path / "resume").iterdir()), "resume folder removed after a finished run"
 
-    original = BatchStream.batch
-
-    def interrupting(self, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return original(self, step)
-
-    with monkeypatch.context() as m:
-        m.setattr(BatchStream, "batch", interrupting)
-        with pytest.raises(KeyboardInterrupt):
-            train_ae_ssim(_model(), _stream(images), cfg, tmp_path / "b", "ae_ssim", seed=3, progress=False)
+    interrupt_at(monkeypatch, 3, train_ae_ssim, _model(), _stream(images), cfg, tmp_path / "b", "ae_ssim", seed=3,
+                 progress=False)
     resume_dirs = list((tmp_path / "resume").iterdir())
     assert len(resume_dirs) == 1 and resume_dirs[0].name.startswith("ae_ssim-")
     assert torch.load(resume_dirs[0] / "last.pt", weights_only=True)["step"] == 2

@@ -61,7 +61,7 @@ def test_accuracy_benchmark_reads_the_run_and_checks_the_targets(tmp_path):
     assert r["met"] == {"image_auroc": True, "pixel_auroc": True, "training_seconds": True,
                         "pvqae_minus_static_image_auroc": True}
     assert r["paper_percent"] == {"mtsd": {"vq_e": [96.6, 94.2], "pvqae": [99.2, 96.5]}}
-    path = benchmark.write_accuracy(r, tmp_path / "bench")
+    path = benchmark.write(r, tmp_path / "bench")
     assert path.name == "accuracy_mtsd_cpu.json"
     table = benchmark.accuracy_table(tmp_path / "bench")
     assert "| mtsd | cpu | 128 px | [0, 1] | 96.0 / 94.0 | 93.0 / 90.0 | 1100 |" in table

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from conftest import interrupt_at
 
 import pvqae.train as T
 from pvqae import budget as budget_mod
@@ -126,17 +127,8 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, monkeypatch
     assert not any((tmp_path / "resume").iterdir()), "resume folder removed after a finished run"
 
     # B: interrupted at step 5 (last checkpoint at step 4), then resumed
-    original = BatchStream.batch
-
-    def interrupting(self, step):
-        if step == 5:
-            raise KeyboardInterrupt
-        return original(self, step)
-
-    with monkeypatch.context() as m:
-        m.setattr(BatchStream, "batch", interrupting)
-        with pytest.raises(KeyboardInterrupt):
-            T.train_autoencoder(_model(), _stream(data), cfg, tmp_path / "b", "ae", seed=3, progress=False)
+    interrupt_at(monkeypatch, 5, T.train_autoencoder, _model(), _stream(data), cfg, tmp_path / "b", "ae", seed=3,
+                 progress=False)
     resume_dirs = list((tmp_path / "resume").iterdir())
     assert len(resume_dirs) == 1 and resume_dirs[0].name.startswith("ae-")
     last = resume_dirs[0] / "last.pt"
@@ -171,17 +163,8 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, monkeypatch
 
 
 def test_different_config_does_not_resume(tmp_path, monkeypatch):
-    original = BatchStream.batch
-
-    def interrupting(self, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return original(self, step)
-
-    with monkeypatch.context() as m:
-        m.setattr(BatchStream, "batch", interrupting)
-        with pytest.raises(KeyboardInterrupt):
-            T.train_autoencoder(_model(), _stream(), _tcfg(steps=4), tmp_path / "o", "ae", seed=0, progress=False)
+    interrupt_at(monkeypatch, 3, T.train_autoencoder, _model(), _stream(), _tcfg(steps=4), tmp_path / "o", "ae", seed=0,
+                 progress=False)
     # another seed -> another fingerprint -> starts from scratch
     summary = T.train_autoencoder(_model(), _stream(), _tcfg(steps=4), tmp_path / "o", "ae", seed=1, progress=False)
     assert summary["resumed_from"] == 0
