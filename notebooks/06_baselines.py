@@ -43,20 +43,8 @@ backbone, backbone_status = (load_backbone(bp["backbone_weights"], bool(bp["down
 print(f"methods {methods}; seeds {seeds}; WideResNet-50-2: {backbone_status}")
 
 # %%
-status, per_seed, summaries = {}, {m: {} for m in methods}, {m: {} for m in methods}
-for m in methods:
-    if m in harness.NEEDS_BACKBONE and backbone is None:
-        status[m] = backbone_status
-        continue
-    for s in seeds:
-        _, per_seed[m][s], summaries[m][s] = harness.run_method(m, bp, params["data"], train, test, ev, s,
-                                                                 study.seed_dir(out_dir, s))
-    status[m] = "ran" + (f" ({backbone_status})" if m in harness.NEEDS_BACKBONE else "")
-results = {m: study.aggregate_seeds(list(per_seed[m].values())) for m in methods if per_seed[m]}
-pipeline.write_json({"seeds": seeds, "status": status, "results": results, "backbone": backbone_status,
-                     "per_seed": {m: {f"seed{s}": r for s, r in v.items()} for m, v in per_seed.items()},
-                     "training": {m: {f"seed{s}": r for s, r in v.items()} for m, v in summaries.items()}},
-                    repo_path(paths["metrics"]) / "baselines.json")
+run = harness.run_all(methods, bp, params["data"], train, test, ev, seeds, out_dir, backbone, backbone_status)
+pipeline.write_json({"seeds": seeds, "backbone": backbone_status, **run}, repo_path(paths["metrics"]) / "baselines.json")
 out_dir.mkdir(parents=True, exist_ok=True)
-{m: (status[m], {k: round(100 * results[m]["mean"][k], 1) for k in ("image_auroc", "pixel_auroc")}
-     if m in results else None) for m in methods}
+{m: (run["status"][m], {k: round(100 * run["results"][m]["mean"][k], 1) for k in ("image_auroc", "pixel_auroc")}
+     if m in run["results"] else None) for m in methods}

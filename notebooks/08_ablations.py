@@ -30,7 +30,7 @@ import json
 
 from IPython.display import display
 
-from pvqae import pipeline, plots, study
+from pvqae import pipeline, plots, report, study
 from pvqae.config import PATHS, stage_params
 from pvqae.paths import repo_path
 from pvqae.train import load_model
@@ -43,13 +43,11 @@ tables = repo_path(paths["tables"]) / "ablations"
 figdir = repo_path(paths["figures"]) / "ablations"
 with open(repo_path(paths["metrics"]) / "evaluate.json") as f:
     ev_metrics = json.load(f)
-METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 
 def table_rows(key: str, results: dict) -> list[dict]:
-    """One row per setting: mean ± std of the class-mean metrics."""
-    return [{key: name, **{k: study.pm(r["mean"][k], r["std"][k], r["n_seeds"]) for k in METRICS}}
-            for name, r in results.items()]
+    """One row per setting: mean ± std of the class-mean metrics (paper columns: report stage)."""
+    return report.ablation_rows(key, results)
 
 
 # %% [markdown]
@@ -64,7 +62,7 @@ print(pipeline.write_table(table_rows("lambda schedule", schedules), tables / "t
                                 f"seeds {seeds}."))
 sweep = {float(x): study.variant_result(repo_path(paths["variants"]), "lambda_max", x, ev_metrics)
          for x in ab["lambda_max"]}
-print(pipeline.write_table(table_rows("lambda_max", sweep), tables / "fig5_lambda_max",
+print(pipeline.write_table(table_rows("lambda_max", {f"{k:g}": v for k, v in sweep.items()}), tables / "fig5_lambda_max",
                            "Fig. 5: lambda_max sweep, linear schedule (mean over classes, %)",
                            note=f"schedule {params['budget']['lambda_schedule']}; seeds {seeds}."))
 fig = plots.lambda_sweep(sweep, main=float(params["budget"]["lambda_max"]))
@@ -78,19 +76,17 @@ display(fig)
 train = pipeline.load_prepared(paths["prepared"], "train")
 val = pipeline.load_prepared(paths["prepared"], "val")
 test = pipeline.load_prepared(paths["prepared"], "test")
-priors = {}
-for mode in ab["priors"]:
-    if mode == params["prior"]["mode"]:  # trained (prior stage) and scored (evaluate stage) already
-        priors[mode] = ev_metrics["pvqae"]
-        continue
-    per_seed = []
-    for s in seeds:
-        model = load_model(study.seed_dir(paths["budget_models"], s) / "pvqae.pt")
+main_mode = params["prior"]["mode"]  # trained (prior stage) and scored (evaluate stage) already
+other_modes = [m for m in ab["priors"] if m != main_mode]
+per_seed = {m: [] for m in other_modes}
+for s in seeds:
+    model = load_model(study.seed_dir(paths["budget_models"], s) / "pvqae.pt")
+    for mode in other_modes:
         prior, _ = study.learn_prior(model, train, val, {**params["prior"], "mode": mode},
                                      study.seed_dir(paths["ablation_models"], s) / f"prior_{mode}.pt", s,
                                      progress=False)
-        per_seed.append(study.evaluate_model(model, prior, test, ev, desc=f"prior {mode} seed {s}")[1])
-    priors[mode] = study.aggregate_seeds(per_seed)
+        per_seed[mode].append(study.evaluate_model(model, prior, test, ev, desc=f"prior {mode} seed {s}")[1])
+priors = {m: ev_metrics["pvqae"] if m == main_mode else study.aggregate_seeds(per_seed[m]) for m in ab["priors"]}
 print(pipeline.write_table(table_rows("prior", priors), tables / "table3_priors",
                            "Table III: normal budget priors (mean over classes, %)", note=f"seeds {seeds}."))
 

@@ -32,27 +32,17 @@ from pathlib import Path
 import torch
 
 from pvqae import budget, pipeline
+from pvqae.baselines.patchcore import PatchCore
 from pvqae.config import deep_merge, load_params, load_yaml, profile_path
 from pvqae.model import PVQAE
 from pvqae.prior import BudgetPriorTransformer
 from pvqae.scoring import score_batch
 from pvqae.train import TrainConfig, reconstruction_loss
 
-PATCHCORE_DIM = 1024  # PatchCore's target embedding dimension (Roth et al. 2022)
-PATCHCORE_STRIDE = 8  # WideResNet-50-2 layer2 resolution (layer3 is upsampled to it)
-
 
 def state_dict_mb(module: torch.nn.Module) -> float:
     """Bytes of a module's parameters and buffers, in MB (1e6 bytes)."""
     return sum(t.numel() * t.element_size() for t in module.state_dict().values()) / 1e6
-
-
-def patchcore_bank_mb(n_train: int, image_size: int, coreset_ratio: float = 0.1) -> dict:
-    """Memory bank of PatchCore (WRN-50-2, layer2+3, 1024-d, float32) for ``n_train`` images."""
-    positions = (image_size // PATCHCORE_STRIDE) ** 2
-    full = n_train * positions * PATCHCORE_DIM * 4 / 1e6
-    return {"n_train": n_train, "image_size": image_size, "positions_per_image": positions, "dim": PATCHCORE_DIM,
-            "full_mb": full, "coreset_ratio": coreset_ratio, "coreset_mb": full * coreset_ratio}
 
 
 def profile_params(names: list[str]) -> dict:
@@ -126,7 +116,7 @@ def run(profile: str, batch_size: int = 8, repeats: int = 3, n_train: int = 761,
         "train_images_per_second": batch_size / train,
         "model_mb": state_dict_mb(model), "prior_mb": state_dict_mb(prior),
         "model_parameters": sum(q.numel() for q in model.parameters()),
-        "patchcore_wrn50_bank": patchcore_bank_mb(n_train, cfg.image_size),
+        "patchcore_wrn50_bank": PatchCore.memory_bank_mb(n_train, cfg.image_size),
         "wall_seconds": time.perf_counter() - t0,
         "note": "random weights: speed and size do not depend on them; threads = torch default",
     }

@@ -127,6 +127,16 @@ def profile_path(name: str) -> Path:
     return hits[0]
 
 
+def get_dotted(d: dict, dotted: str):
+    """``d["a"]["b"]`` for ``"a.b"``; KeyError naming the dotted key when absent."""
+    cur = d
+    for k in dotted.split("."):
+        if not isinstance(cur, dict) or k not in cur:
+            raise KeyError(f"params have no key {dotted!r}")
+        cur = cur[k]
+    return cur
+
+
 def set_dotted(d: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     cur = d

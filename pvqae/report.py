@@ -260,9 +260,10 @@ def build_report(*, header: dict, times: list[dict], table1_md: str, paper_md: s
     return "\n".join(out).rstrip() + "\n"
 
 
-def ablation_rows(key: str, results: dict, paper_table: str | None, dataset: str) -> list[dict]:
-    """Table II / III rows: ours (mean ± std over seeds) with the paper's MVTec AD means
-    beside them; the delta only when our dataset is MVTec AD (else it compares different data)."""
+def ablation_rows(key: str, results: dict, paper_table: str | None = None, dataset: str | None = None) -> list[dict]:
+    """Ablation table rows: ours (mean ± std over seeds); with ``paper_table`` ("table2",
+    "table3") the paper's MVTec AD means beside them, and the delta only when our dataset is
+    MVTec AD (else it compares different data)."""
     paper = paper_numbers().get(paper_table, {}) if paper_table else {}
     rows = []
     for name, r in results.items():

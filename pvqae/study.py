@@ -22,7 +22,7 @@ import torch
 
 from pvqae import pipeline
 from pvqae.checkpoint import load_checkpoint
-from pvqae.config import set_dotted
+from pvqae.config import get_dotted, set_dotted
 from pvqae.metrics import METRIC_NAMES
 from pvqae.model import PVQAE
 from pvqae.prior import BudgetPriorTransformer
@@ -127,15 +127,6 @@ def apply_overrides(params: dict, overrides: dict) -> dict:
     for k, v in overrides.items():
         set_dotted(out, k, v)
     return out
-
-
-def get_dotted(d: dict, dotted: str):
-    cur = d
-    for k in dotted.split("."):
-        if not isinstance(cur, dict) or k not in cur:
-            raise KeyError(f"params have no key {dotted!r}")
-        cur = cur[k]
-    return cur
 
 
 def is_main_setting(params: dict, overrides: dict) -> bool:

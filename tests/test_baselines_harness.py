@@ -160,3 +160,19 @@ def test_score_split_matches_the_pipelines_keys_and_shapes(tiny_reports, splits)
     assert ours["image"].shape == ref["image"].shape == (n,)
     np.testing.assert_allclose(ours["image"], test["image"].mean((1, 2, 3)).numpy(), rtol=1e-6)
     assert ours["seconds"] >= 0 and ours["images_per_second"] > 0
+
+
+def test_run_all_skips_backbone_methods_without_weights_and_aggregates_seeds(splits, tmp_path):
+    train, test = splits
+    run = harness.run_all(BPARAMS["methods"], BPARAMS, DATA, train, test, EV, [0, 1], tmp_path, None,
+                          "not run: no pretrained weights", progress=False)
+    assert run["status"] == {"ae_ssim": "ran", "patchcore": "not run: no pretrained weights",
+                             "padim": "not run: no pretrained weights"}
+    assert set(run["results"]) == set(run["per_seed"]) == {"ae_ssim"}
+    assert set(run["per_seed"]["ae_ssim"]) == {"seed0", "seed1"}
+    assert (tmp_path / "seed0" / "ae_ssim.pt").is_file() and (tmp_path / "seed1" / "ae_ssim.pt").is_file()
+    agg = run["results"]["ae_ssim"]
+    assert agg["n_seeds"] == 2
+    seeds = [run["per_seed"]["ae_ssim"][f"seed{s}"]["mean"]["image_auroc"] for s in (0, 1)]
+    assert agg["mean"]["image_auroc"] == pytest.approx(np.mean(seeds))
+    assert agg["std"]["image_auroc"] == pytest.approx(np.std(seeds))

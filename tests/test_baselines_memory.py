@@ -228,15 +228,6 @@ def test_patchcore_state_dict_round_trip(bb, train_images, patchcore, tmp_path):
     assert not fresh.backbone.training
 
 
-def test_patchcore_bank_size_agrees_with_benchmark():
-    from pvqae.benchmark import patchcore_bank_mb
-
-    ours, theirs = PatchCore.memory_bank_mb(761, 256), patchcore_bank_mb(761, 256)
-    assert ours["positions_per_image"] == theirs["positions_per_image"] == 1024 and ours["dim"] == theirs["dim"]
-    assert ours["full_mb"] == theirs["full_mb"]
-    assert ours["coreset_mb"] == pytest.approx(theirs["coreset_mb"], rel=1e-5)  # ceil of the vector count
-
-
 # --- PaDiM ----------------------------------------------------------------------------------
 
 def test_padim_channel_subset_is_seeded():

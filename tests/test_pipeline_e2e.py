@@ -149,7 +149,7 @@ def test_tables_have_their_rows(tiny_repo):
     for stem, key, want in (("ablations/table3_priors", "prior", ["none", "universal", "per-class"]),
                             ("ablations/table2_lambda_schedule", "lambda schedule", ["constant", "cosine", "linear"]),
                             ("ablations/fig5_lambda_max", "lambda_max", ["0.5", "1.25"]),
-                            ("ablations/static_vs_pvqae", "method", ["static_vq", "pvqae"]),
+                            ("ablations/static_vs_pvqae", "method", ["static VQ (VQ-E style)", "PVQAE"]),
                             ("report/table3_priors", "prior", ["none", "universal", "per-class"]),
                             ("report/table2_lambda_schedule", "lambda schedule", ["constant", "cosine", "linear"])):
         assert [r[key] for r in _rows(tables / f"{stem}.csv")] == want, stem

@@ -29,6 +29,7 @@ from pvqae.baselines.common import BaselineOutput
 from pvqae.baselines.padim import PaDiM
 from pvqae.baselines.patchcore import PatchCore
 from pvqae.checkpoint import save_checkpoint
+from pvqae.study import aggregate_seeds, seed_dir
 
 METHODS = ("ae_ssim", "patchcore", "padim")
 NEEDS_BACKBONE = ("patchcore", "padim")
@@ -90,3 +91,22 @@ def run_method(method: str, bparams: dict, data: dict, train: dict, test: dict, 
     results = pipeline.evaluate_scores(test, scores, ev["fpr_limit"])
     results["inference_images_per_second"] = scores["images_per_second"]
     return scores, results, summary
+
+
+def run_all(methods: list[str], bparams: dict, data: dict, train: dict, test: dict, ev: dict, seeds: list[int],
+            out_dir: Path, backbone: WideResNet50_2 | None, backbone_status: str, progress: bool = True) -> dict:
+    """Every method for every seed: ``{"status", "results" (mean ± std over seeds),
+    "per_seed", "training"}``. A method needing the backbone when there is none is not run
+    and its status is the backbone's (e.g. "not run: no pretrained weights")."""
+    status, per_seed, training = {}, {}, {}
+    for m in methods:
+        if m in NEEDS_BACKBONE and backbone is None:
+            status[m] = backbone_status
+            continue
+        per_seed[m], training[m] = {}, {}
+        for s in seeds:
+            _, per_seed[m][f"seed{s}"], training[m][f"seed{s}"] = run_method(m, bparams, data, train, test, ev, s,
+                                                                             seed_dir(out_dir, s), backbone, progress)
+        status[m] = "ran" + (f" ({backbone_status})" if m in NEEDS_BACKBONE else "")
+    results = {m: aggregate_seeds(list(r.values())) for m, r in per_seed.items()}
+    return {"status": status, "results": results, "per_seed": per_seed, "training": training}

@@ -191,8 +191,7 @@ class PatchCore(FrozenBackboneModel):
         """Size of the float32 memory bank from the architecture, without running anything:
         one ``feature_dim`` vector per stride-8 (layer2) position of every training image
         (ceil(S / 8) squared positions, the network's conv arithmetic), before and after the
-        coreset. Agrees with ``pvqae.benchmark.patchcore_bank_mb`` (which scales the full bank
-        by the ratio instead of rounding the vector count up)."""
+        coreset. The speed/size benchmark (``pvqae.benchmark``) reports this figure."""
         positions = math.ceil(image_size / stride) ** 2
         n_full = n_train_images * positions
         n_core = coreset_size(n_full, coreset_ratio)
