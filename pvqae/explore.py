@@ -38,6 +38,7 @@ from pvqae.scoring import (
     ScoreConfig,
     combine_score_map,
     image_scores,
+    inference_layout,
     reconstruction_error,
 )
 from pvqae.train import routed_levels
@@ -99,7 +100,7 @@ def explain_image(model: PVQAE, prior: BudgetPriorTransformer | None, image: np.
     x = torch.as_tensor(np.asarray(image), dtype=torch.float32)
     if x.ndim != 3:
         raise ValueError(f"image must be (C, S, S), got shape {tuple(x.shape)}")
-    x = x[None]
+    x = inference_layout(x[None])  # as score_batch, so the two agree to the last bit
     out = model(x, mode="dynamic")
     logits = out.routing.logits
     argmax = out.routing.levels

@@ -10,7 +10,7 @@ from pvqae import explore, pipeline
 from pvqae.model import LEVEL_NAMES
 from pvqae.paths import REPO_ROOT
 from pvqae.score_cli import load_bundle
-from pvqae.scoring import ScoreConfig, score_batch
+from pvqae.scoring import ScoreConfig, inference_layout, score_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,7 +39,7 @@ def test_explain_image_shapes_and_matches_score_batch(loaded):
     np.testing.assert_array_equal(res["prior_levels"], res["prior_probs"].argmax(0))
     np.testing.assert_array_equal(res["recon_levels"], res["prior_levels"])
     with torch.no_grad():
-        given = model(x[None], mode="given", level_map=torch.from_numpy(res["prior_levels"])[None]).recon[0]
+        given = model(inference_layout(x[None]), mode="given", level_map=torch.from_numpy(res["prior_levels"])[None]).recon[0]
         ref = score_batch(model, x[None], torch.tensor([ci]), prior, ScoreConfig())
     np.testing.assert_allclose(res["recon_prior"], given.numpy(), atol=1e-6)
     np.testing.assert_allclose(res["score_map"], ref.score_map[0].numpy(), rtol=1e-5, atol=1e-6)
@@ -57,7 +57,7 @@ def test_force_level_reconstructs_with_an_all_level_map(loaded, level):
     k = LEVEL_NAMES.index(level) if isinstance(level, str) else level
     assert res["force_level"] == k and (res["recon_levels"] == k).all()
     with torch.no_grad():
-        recon = model(x[None], mode="given", level_map=torch.full((1, 8, 8), k)).recon[0].numpy()
+        recon = model(inference_layout(x[None]), mode="given", level_map=torch.full((1, 8, 8), k)).recon[0].numpy()
     np.testing.assert_allclose(res["recon"], recon, atol=1e-6)
     # the routed budget, the prior and the budget CE do not change; only the scored reconstruction
     np.testing.assert_array_equal(res["routed_levels"], base["routed_levels"])
@@ -74,7 +74,7 @@ def test_routing_temperature_sampling_is_seeded(loaded):
     np.testing.assert_array_equal(a["routed_levels"], b["routed_levels"])
     np.testing.assert_array_equal(a["score_map"], b["score_map"])
     with torch.no_grad():
-        recon = model(x[None], mode="given", level_map=torch.from_numpy(a["routed_levels"])[None]).recon[0]
+        recon = model(inference_layout(x[None]), mode="given", level_map=torch.from_numpy(a["routed_levels"])[None]).recon[0]
     np.testing.assert_allclose(a["recon_routed"], recon.numpy(), atol=1e-6)
     # a low temperature gives the argmax routing whatever the seed; tau 0/None is the argmax
     for seed in (0, 1, 2):

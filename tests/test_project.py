@@ -135,6 +135,7 @@ def test_applying_profiles_is_idempotent_and_order_free(tmp_path):
     c = apply_profiles(["mtsd", "cpu"], path=p)
     assert a == c and a != b
     assert a["data"]["dataset"] == "mtsd" and a["profile"] == "cpu"
+    assert a["data"]["channels"] == 1 and b["data"]["channels"] == 3  # MTSD is grayscale
     d = apply_profiles(["default", "synthetic"], path=p)
     assert d == load_yaml(REPO_ROOT / "params.yaml")
     e = apply_profiles([], sets=["prior.mode=universal", "data.classes=[a, b]"], path=p)

@@ -12,6 +12,7 @@ from pvqae.scoring import (
     ScoreConfig,
     gaussian_blur,
     image_scores,
+    inference_layout,
     reconstruction_error,
     score_batch,
 )
@@ -32,7 +33,8 @@ def _cfg(**kw) -> ModelConfig:
 
 
 def _x(b: int = 2, seed: int = 1) -> torch.Tensor:
-    return torch.rand(b, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    # in score_batch's layout, so direct model calls give the same floats
+    return inference_layout(torch.rand(b, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)))
 
 
 def _one_hot(levels: torch.Tensor) -> torch.Tensor:
