@@ -126,6 +126,35 @@ def run(profile: str, batch_size: int = 8, repeats: int = 3, n_train: int = 761,
 TARGETS = {"image_auroc": 0.95, "pixel_auroc": 0.93, "training_seconds": 3600.0, "pvqae_minus_static_image_auroc": 0.02}
 
 
+def auroc_by_defect(reports: Path, manifest: dict, seeds: list[int],
+                    methods: tuple[str, ...] = ("pvqae", "static_vq")) -> dict:
+    """``{method: {class: {defect kind: image AUROC}}}``, each kind against the class's normal
+    test images, mean over seeds, from the evaluate stage's ``scores/seed<k>/<method>.npz``
+    (in test-split order, as the manifest lists the samples). Methods without scores are left out."""
+    import numpy as np
+
+    from pvqae.metrics import image_auroc_by_kind
+
+    kinds = [s["defect"] or "" for s in manifest.get("samples", []) if s["split"] == "test"]
+    out: dict = {}
+    for m in methods:
+        files = [reports / "scores" / f"seed{s}" / f"{m}.npz" for s in seeds]
+        if not kinds or not all(f.is_file() for f in files):
+            continue
+        per_seed = []
+        for f in files:
+            z = np.load(f)
+            if len(z["label"]) != len(kinds):
+                raise ValueError(f"{f} scores {len(z['label'])} images but the manifest lists {len(kinds)} test "
+                                 f"images: they come from different runs; run `dvc repro evaluate`")
+            per_seed.append({cls: image_auroc_by_kind(z["label"][z["class_index"] == c], z["image"][z["class_index"] == c],
+                                                      [kinds[i] for i in np.flatnonzero(z["class_index"] == c)])
+                             for c, cls in enumerate(manifest["classes"]) if (z["class_index"] == c).any()})
+        out[m] = {cls: {k: float(np.mean([r[cls][k] for r in per_seed])) for k in per_seed[0][cls]}
+                  for cls in per_seed[0]}
+    return out
+
+
 def accuracy(reports: Path, params: dict | None = None, targets: dict | None = None) -> dict:
     """Accuracy benchmark record of a finished run (``reports/`` after ``dvc repro evaluate``).
 
@@ -162,6 +191,7 @@ def accuracy(reports: Path, params: dict | None = None, targets: dict | None = N
              paper_table1(manifest["dataset"]).items() if cls in manifest["classes"]}
     return {
         "benchmark": "accuracy", "dataset": manifest["dataset"], "root": manifest["root"],
+        "image_auroc_by_defect": auroc_by_defect(reports, manifest, seeds),
         "classes": manifest["classes"], "counts": manifest["counts"], "image_size": manifest["image_size"],
         "profile": params.get("profile"), "seeds": seeds, "machine": pipeline.machine_info(),
         "training_seconds": {"pvqae_pretrain_budget_prior": train_s, "static_vq": sum(st_secs) / len(st_secs),
@@ -191,7 +221,15 @@ def accuracy_table(out_dir: Path) -> str:
                     f"| {100 * st['image_auroc']:.1f} / {100 * st['pixel_auroc']:.1f} "
                     f"| {r['training_seconds']['pvqae_pretrain_budget_prior']:.0f} | {met} "
                     f"| {r['machine']['cpu_count']} CPU{', CUDA' if r['machine']['cuda'] else ''} |")
-    return "\n".join(rows) + "\n"
+    kinds = ["", "Image AUROC per defect kind (each kind against the normal test images):", "",
+             "| dataset | profile | method | class | image AUROC per defect kind |", "|---|---|---|---|---|"]
+    for p in sorted(Path(out_dir).glob("accuracy_*.json")):
+        r = json.loads(p.read_text())
+        for m, per_class in r.get("image_auroc_by_defect", {}).items():
+            for cls, v in per_class.items():
+                kinds.append(f"| {r['dataset']} | {r['profile']} | {m} | {cls} | "
+                             + ", ".join(f"{k} {100 * a:.1f}" for k, a in v.items()) + " |")
+    return "\n".join(rows + (kinds if len(kinds) > 5 else [])) + "\n"
 
 
 def write(result: dict, out_dir: Path) -> Path:

@@ -43,6 +43,7 @@ exact sort-and-count formulas that give the same numbers (checked against scikit
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -366,6 +367,29 @@ def image_auroc(labels: Any, scores: Any) -> float:
     if y.all() or not y.any():
         return _NAN
     return float(roc_auc_score(y, s))
+
+
+def image_auroc_by_kind(labels: Any, scores: Any, kinds: Sequence[str]) -> dict[str, float]:
+    """Image AUROC of each defect kind against all normal images: which defects a detector
+    finds (MTSD: blowhole, break, crack, fray, uneven).
+
+    Args:
+        labels: Shape ``(N,)``, 0 = normal, 1 = defective.
+        scores: Shape ``(N,)``.
+        kinds: ``N`` defect-kind names (those of normal images are ignored).
+
+    Returns:
+        ``{kind: AUROC}`` in sorted kind order; ``nan`` for a kind when there is no normal image.
+    """
+    y = _check_labels(labels)
+    s = _check_scores(scores, "scores", ndim=1)
+    _check_same_shape(y, s, "labels", "scores")
+    k = np.asarray(kinds, dtype=object)
+    if k.shape != y.shape:
+        raise DataError(f"kinds has {k.shape[0]} entries but labels has {y.shape[0]}")
+    normal = y == 0
+    return {str(kind): image_auroc(y[normal | (k == kind)], s[normal | (k == kind)])
+            for kind in sorted(set(k[~normal]))}
 
 
 def pixel_auroc(masks: Any, maps: Any) -> float:

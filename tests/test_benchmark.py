@@ -37,8 +37,18 @@ def _fake_run(reports, dataset="mtsd", classes=("mtsd",), pv=(0.96, 0.94), st=(0
         m = {"image_auroc": img, "pixel_auroc": pix, "aupro": 0.5}
         return {"mean": m, "std": {k: std for k in m}, "per_class": {c: m for c in classes}, "n_seeds": 2}
 
+    import numpy as np
+
+    # test split: 2 normal + 2 "hole" + 1 "crack" images of the first class, scored per seed
+    kinds = ["good", "hole", "good", "crack", "hole"]
+    samples = [{"split": "train", "defect": "good"}] + [{"split": "test", "defect": k} for k in kinds]
     write_json({"dataset": dataset, "root": "/data", "classes": list(classes), "counts": {"train": 3},
-                "image_size": 128}, reports / "prepared" / "manifest.json")
+                "image_size": 128, "samples": samples}, reports / "prepared" / "manifest.json")
+    label = np.array([k != "good" for k in kinds], dtype=np.int64)
+    for s, image in ((0, [0.1, 0.9, 0.2, 0.15, 0.05]), (1, [0.1, 0.9, 0.2, 0.3, 0.8])):
+        (reports / "scores" / f"seed{s}").mkdir(parents=True, exist_ok=True)
+        np.savez(reports / "scores" / f"seed{s}" / "pvqae.npz", image=np.array(image), label=label,
+                 class_index=np.zeros(5, dtype=np.int64))
     write_json({"seeds": [0, 1], "pvqae": res(*pv), "static_vq": res(*st)}, reports / "metrics" / "evaluate.json")
     write_json({f"seed{s}": {"pvqae_pretrain": {"train_seconds": secs[0]}, "static_vq": {"train_seconds": secs[1]}}
                 for s in (0, 1)}, reports / "models" / "pretrain" / "summary.json")
@@ -62,10 +72,14 @@ def test_accuracy_benchmark_reads_the_run_and_checks_the_targets(tmp_path):
     assert r["met"] == {"image_auroc": True, "pixel_auroc": True, "training_seconds": True,
                         "pvqae_minus_static_image_auroc": True}
     assert r["paper_percent"] == {"mtsd": {"vq_e": [96.6, 94.2], "pvqae": [99.2, 96.5]}}
+    # hole: seed 0 {0.9, 0.05} vs normal {0.1, 0.2} -> 0.5, seed 1 {0.9, 0.8} -> 1.0; crack: 0.5, 1.0
+    # (the static VQ has no scores file here: left out)
+    assert r["image_auroc_by_defect"] == {"pvqae": {"mtsd": {"crack": 0.75, "hole": 0.75}}}
     path = benchmark.write(r, tmp_path / "bench")
     assert path.name == "accuracy_mtsd_cpu.json"
     table = benchmark.accuracy_table(tmp_path / "bench")
     assert "| mtsd | cpu | 128 px | [0, 1] | 96.0 / 94.0 | 93.0 / 90.0 | 1100 |" in table
+    assert "| mtsd | cpu | pvqae | mtsd | crack 75.0, hole 75.0 |" in table
 
 
 def test_accuracy_benchmark_reports_missed_targets_and_missing_runs(tmp_path):

@@ -18,6 +18,7 @@ from pvqae.metrics import (
     evaluate_class,
     f1_max,
     image_auroc,
+    image_auroc_by_kind,
     pixel_auroc,
 )
 
@@ -395,3 +396,14 @@ def test_other_bad_arguments():
         evaluate({"bad": {"labels": [0, 1], "image_scores": [0.0, np.nan]}})
     with pytest.raises(DataError):  # the project's own error type, still a ValueError
         image_auroc([0, 1], ["a", "b"])
+
+
+def test_image_auroc_by_kind_ranks_each_kind_against_the_normal_images():
+    labels = [0, 0, 1, 1, 1, 1]
+    scores = [0.1, 0.5, 0.6, 0.2, 0.9, 0.3]
+    kinds = ["good", "good", "hole", "crack", "hole", "crack"]
+    # hole {0.6, 0.9} beats both normals: 1.0; crack {0.2, 0.3} beats 0.1 only: 2 of 4 pairs
+    assert image_auroc_by_kind(labels, scores, kinds) == {"crack": 0.5, "hole": 1.0}
+    assert np.isnan(image_auroc_by_kind([1, 1], [0.2, 0.3], ["a", "a"])["a"])  # no normal image
+    with pytest.raises(ValueError, match="kinds has 2 entries but labels has 6"):
+        image_auroc_by_kind(labels, scores, ["a", "b"])
