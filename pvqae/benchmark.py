@@ -196,7 +196,9 @@ def accuracy(reports: Path, params: dict | None = None, targets: dict | None = N
         "profile": params.get("profile"), "seeds": seeds, "machine": pipeline.machine_info(),
         "training_seconds": {"pvqae_pretrain_budget_prior": train_s, "static_vq": sum(st_secs) / len(st_secs),
                              "per_seed_pvqae": pv_secs},
-        "stage_seconds": stages, "steps": {k: params[k]["steps"] for k in ("pretrain", "budget", "prior", "static_vq")},
+        "stage_seconds": stages,
+        "wall_seconds": sum(stages.values()) if None not in stages.values() else None,  # prepare..evaluate
+        "steps": {k: params[k]["steps"] for k in ("pretrain", "budget", "prior", "static_vq")},
         **brief, "pvqae_minus_static_image_auroc": gap,
         "paper_percent": paper, "targets": targets,
         "met": {"image_auroc": ev["pvqae"]["mean"]["image_auroc"] >= targets["image_auroc"],
