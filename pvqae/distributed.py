@@ -6,14 +6,46 @@ takes its slice of every global batch (``batch_size`` stays the global batch), g
 averaged by DDP, the quantizers' dead-code restarts are synchronised (``pvqae.quantizer``),
 and only rank 0 writes checkpoints and logs. Without torchrun's environment nothing changes.
 The backend is NCCL on CUDA and gloo on the CPU.
+
+:func:`device` says where training and scoring compute (a GPU when there is one, each
+torchrun process its own), :func:`on_device` moves models there for a computation and back
+to the CPU, where every other step of the pipeline expects them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
+
+
+def device() -> torch.device:
+    """Where training and scoring run: ``PVQAE_DEVICE`` when set (``cpu``, ``cuda``, ``cuda:1``),
+    else this process's GPU when CUDA is available (``LOCAL_RANK`` under torchrun), else the CPU."""
+    name = os.environ.get("PVQAE_DEVICE", "").strip()
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def on_device(*modules: torch.nn.Module | None) -> Iterator[torch.device]:
+    """Move ``modules`` (None entries are skipped) to :func:`device` for the ``with`` block and
+    back to the CPU after it (also on error); yields the device. A no-op on a CPU-only machine."""
+    dev = device()
+    mods = [m for m in modules if m is not None]
+    for m in mods:
+        m.to(dev)
+    try:
+        yield dev
+    finally:
+        for m in mods:
+            m.cpu()
 
 
 def init_from_env() -> bool:
@@ -23,10 +55,10 @@ def init_from_env() -> bool:
         return dist.get_world_size() > 1
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dev = device()
+    dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     return dist.get_world_size() > 1
 
 
@@ -71,6 +103,7 @@ def wrap(module: torch.nn.Module, find_unused_parameters: bool = False) -> torch
     leaves the router without gradient."""
     if not active():
         return module
-    device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
+    dev = next(module.parameters()).device
+    device_ids = [dev] if dev.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids,
                                                      find_unused_parameters=find_unused_parameters)

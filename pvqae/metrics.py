@@ -42,8 +42,7 @@ exact sort-and-count formulas that give the same numbers (checked against scikit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np

@@ -130,12 +130,14 @@ class PVQAE(nn.Module):
             return self.router(feats, tau=tau, level_map=None, generator=generator)
         if mode == "random":
             b, g = feats[0].shape[0], feats[0].shape[-1]
-            rnd = torch.randint(0, 3, (b, g, g), generator=generator, device=feats[0].device)
+            rnd = torch.randint(0, 3, (b, g, g), generator=generator,
+                                device=generator.device if generator is not None else feats[0].device)
+            rnd = rnd.to(feats[0].device)
             return self.router(feats, level_map=rnd)
         if mode == "given":
             if level_map is None:
                 raise ValueError("routing mode 'given' needs a level_map")
-            return self.router(feats, level_map=level_map)
+            return self.router(feats, level_map=level_map.to(feats[0].device))
         raise ValueError(f"unknown routing mode {mode!r}; use 'dynamic', 'random' or 'given'")
 
     def forward(self, x: torch.Tensor, mode: str = "dynamic", level_map: torch.Tensor | None = None,

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pvqae import budget as budget_mod
+from pvqae import distributed
 from pvqae.data import (
     generate_synthetic,
     load_sample,
@@ -175,17 +176,18 @@ def score_split(model: PVQAE, split: dict, prior: BudgetPriorTransformer | None 
     n = len(split["image"])
     maps, img, routed, prior_lv, recs = [], [], [], [], []
     t0 = time.perf_counter()
-    for i in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, mininterval=5):
-        x = split["image"][i:i + batch_size]
-        c = split["class_index"][i:i + batch_size]
-        out = score_batch(model, x, c, prior, score_cfg)
-        maps.append(out.score_map.numpy())
-        img.append(out.image_score.numpy())
-        recs.append(out.rec_map.numpy())
-        if out.routed_levels is not None:
-            routed.append(out.routed_levels.numpy())
-        if out.prior_levels is not None:
-            prior_lv.append(out.prior_levels.numpy())
+    with distributed.on_device(model, prior) as dev:
+        for i in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, mininterval=5):
+            x = split["image"][i:i + batch_size].to(dev)
+            c = split["class_index"][i:i + batch_size].to(dev)
+            out = score_batch(model, x, c, prior, score_cfg)
+            maps.append(out.score_map.cpu().numpy())
+            img.append(out.image_score.cpu().numpy())
+            recs.append(out.rec_map.cpu().numpy())
+            if out.routed_levels is not None:
+                routed.append(out.routed_levels.cpu().numpy())
+            if out.prior_levels is not None:
+                prior_lv.append(out.prior_levels.cpu().numpy())
     secs = time.perf_counter() - t0
     return {
         "maps": np.concatenate(maps), "image": np.concatenate(img), "rec": np.concatenate(recs),
@@ -294,7 +296,8 @@ def machine_info() -> dict:
     """Machine facts recorded with every metrics/benchmark file."""
     return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available()}
+            "cuda": torch.cuda.is_available(), "device": str(distributed.device()),
+            "gpu": torch.cuda.get_device_name(distributed.device()) if distributed.device().type == "cuda" else None}
 
 
 def write_json(obj: dict, path: Path) -> None:
@@ -325,9 +328,10 @@ def heldout_error(model: PVQAE, images: torch.Tensor, batch_size: int = 16, **fo
         return float("nan")
     model.eval()
     tot = 0.0
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size]
-        tot += float((model(x, **forward_kw).recon - x).abs().mean()) * len(x)
+    with distributed.on_device(model) as dev:
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].to(dev)
+            tot += float((model(x, **forward_kw).recon - x).abs().mean()) * len(x)
     return tot / len(images)
 
 

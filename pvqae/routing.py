@@ -105,7 +105,9 @@ class DynamicRouter(nn.Module):
 def gumbel_softmax(logits: torch.Tensor, tau: float = 1.0, hard: bool = True, dim: int = 1,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Gumbel-softmax (Jang et al. 2016) with an optional generator for reproducibility."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    # drawn where the generator lives (a CPU generator gives the same noise on every device)
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype,
+                   device=generator.device if generator is not None else logits.device).to(logits.device)
     gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
     soft = F.softmax((logits + gumbel) / tau, dim=dim)
     if not hard:

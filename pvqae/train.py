@@ -322,6 +322,14 @@ def train_autoencoder(
     disc = PatchGANDiscriminator(model.cfg.in_channels, cfg.disc_ch, cfg.disc_layers, norm="group") if use_gan else None
     if disc is not None and disc_state is not None:
         disc.load_state_dict(disc_state)
+    with distributed.on_device(model, disc) as dev:  # the GPU when there is one; back on the CPU after
+        return _train_autoencoder(model, disc, dev, stream, cfg, out_dir, name, seed, fingerprint_extra, progress)
+
+
+def _train_autoencoder(model: PVQAE, disc: PatchGANDiscriminator | None, dev: torch.device, stream: BatchStream,
+                       cfg: TrainConfig, out_dir: Path, name: str, seed: int, fingerprint_extra: object,
+                       progress: bool) -> dict:
+    """The loop of :func:`train_autoencoder`, with ``model`` and ``disc`` on ``dev``."""
     params = model.generator_parameters()
     groups = [{"params": params}]
     if cfg.routing == "dynamic" and model.router is not None:
@@ -342,7 +350,7 @@ def train_autoencoder(
     model.train()
     bar = run.steps(progress)
     for step in bar:
-        b = distributed.shard(stream.batch(step))
+        b = {k: v.to(dev) for k, v in distributed.shard(stream.batch(step)).items()}
         x = b["image"]
         gen = torch.Generator().manual_seed(seed * 9_000_011 + step)
         out = net(x, mode=cfg.routing, tau=cfg.tau_at(step), generator=gen) if model.dynamic else net(x)
@@ -384,12 +392,16 @@ def train_autoencoder(
             run.log.add(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", rec=f"{row['rec']:.4f}")
         run.step_done(step)
-    final = {"model": model.state_dict(), "config": model.cfg.to_dict(), "train": asdict(cfg), "steps": cfg.steps,
-             "seed": seed}
+    final = {"model": _cpu(model.state_dict()), "config": model.cfg.to_dict(), "train": asdict(cfg),
+             "steps": cfg.steps, "seed": seed}
     if disc is not None:
-        final["disc"] = disc.state_dict()
+        final["disc"] = _cpu(disc.state_dict())
     return run.finish(final, images_per_step=stream.batch_size,
                       extra={"codes_in_use": [q.codes_in_use() for q in model.quantizers]})
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.cpu() for k, v in state.items()}
 
 
 def load_model(path: Path) -> PVQAE:
@@ -404,7 +416,9 @@ def load_model(path: Path) -> PVQAE:
 def routed_levels(model: PVQAE, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     """Noise-free routed level maps (N, G, G) of ``images`` (eval mode)."""
     model.eval()
-    outs = [model(images[i:i + batch_size], mode="dynamic").routing.levels for i in range(0, len(images), batch_size)]
+    with distributed.on_device(model) as dev:
+        outs = [model(images[i:i + batch_size].to(dev), mode="dynamic").routing.levels.cpu()
+                for i in range(0, len(images), batch_size)]
     return torch.cat(outs)
 
 

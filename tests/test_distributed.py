@@ -65,3 +65,38 @@ def test_single_process_helpers_are_no_ops():
     assert distributed.is_main() and distributed.shard(batch) is batch
     m = torch.nn.Linear(2, 2)
     assert distributed.wrap(m) is m
+
+
+def test_device_is_the_cpu_here_and_can_be_named(monkeypatch):
+    monkeypatch.delenv("PVQAE_DEVICE", raising=False)
+    assert distributed.device() == (torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu"))
+    monkeypatch.setenv("PVQAE_DEVICE", "cpu")
+    assert distributed.device() == torch.device("cpu")
+
+
+class _Recorder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.moves = []
+
+    def to(self, *args, **kwargs):
+        self.moves.append(str(args[0]))
+        return self
+
+    def cpu(self):
+        self.moves.append("cpu")
+        return self
+
+
+def test_on_device_moves_models_there_and_back_even_on_error(monkeypatch):
+    import pytest
+
+    monkeypatch.setattr(distributed, "device", lambda: torch.device("cuda", 1))
+    a, b = _Recorder(), _Recorder()
+    with distributed.on_device(a, None, b) as dev:
+        assert dev == torch.device("cuda", 1) and a.moves == b.moves == ["cuda:1"]
+    assert a.moves == b.moves == ["cuda:1", "cpu"]
+    with pytest.raises(RuntimeError, match="boom"):
+        with distributed.on_device(a):
+            raise RuntimeError("boom")
+    assert a.moves[-1] == "cpu"
