@@ -218,7 +218,7 @@ def accuracy_table(out_dir: Path) -> str:
         r = json.loads(p.read_text())
         pv, st = r["pvqae"]["mean"], r["static_vq"]["mean"]
         met = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["met"].items())
-        rows.append(f"| {r['dataset']} | {r['profile']} | {r['image_size']} px | {r['seeds']} "
+        rows.append(f"| {dataset_tag(r)} | {r['profile']} | {r['image_size']} px | {r['seeds']} "
                     f"| {100 * pv['image_auroc']:.1f} / {100 * pv['pixel_auroc']:.1f} "
                     f"| {100 * st['image_auroc']:.1f} / {100 * st['pixel_auroc']:.1f} "
                     f"| {r['training_seconds']['pvqae_pretrain_budget_prior']:.0f} | {met} "
@@ -229,14 +229,23 @@ def accuracy_table(out_dir: Path) -> str:
         r = json.loads(p.read_text())
         for m, per_class in r.get("image_auroc_by_defect", {}).items():
             for cls, v in per_class.items():
-                kinds.append(f"| {r['dataset']} | {r['profile']} | {m} | {cls} | "
+                kinds.append(f"| {dataset_tag(r)} | {r['profile']} | {m} | {cls} | "
                              + ", ".join(f"{k} {100 * a:.1f}" for k, a in v.items()) + " |")
     return "\n".join(rows + (kinds if len(kinds) > 5 else [])) + "\n"
 
 
+def dataset_tag(result: dict) -> str:
+    """Dataset name of an accuracy record, with the class when a run covers one class of a
+    multi-class dataset (``mvtec-bottle``; MTSD's one class is the dataset itself)."""
+    classes = result.get("classes") or []
+    if len(classes) == 1 and classes[0] != result["dataset"]:
+        return f"{result['dataset']}-{classes[0]}"
+    return result["dataset"]
+
+
 def write(result: dict, out_dir: Path) -> Path:
     """``accuracy_<dataset>_<profile>.json`` or ``speed_size_<profile>_<size>px.json`` under ``out_dir``."""
-    name = (f"accuracy_{result['dataset']}_{result['profile']}" if result["benchmark"] == "accuracy"
+    name = (f"accuracy_{dataset_tag(result)}_{result['profile']}" if result["benchmark"] == "accuracy"
             else f"speed_size_{result['profile']}_{result['image_size']}px")
     path = Path(out_dir) / f"{name}.json"
     pipeline.write_json(result, path)

@@ -92,6 +92,9 @@ def test_accuracy_benchmark_reports_missed_targets_and_missing_runs(tmp_path):
     assert r["met"] == {"image_auroc": False, "pixel_auroc": True, "training_seconds": False,
                         "pvqae_minus_static_image_auroc": False}
     assert r["paper_percent"] == {}
+    assert benchmark.write(r, tmp_path / "bench").name == "accuracy_synthetic_default.json"
+    assert benchmark.dataset_tag({"dataset": "mvtec", "classes": ["bottle"]}) == "mvtec-bottle"
+    assert benchmark.dataset_tag({"dataset": "mtsd", "classes": ["mtsd"]}) == "mtsd"
     with pytest.raises(FileNotFoundError, match="manifest.json is missing: run `dvc repro evaluate`"):
         benchmark.accuracy(tmp_path / "nothing", params=_params())
 
