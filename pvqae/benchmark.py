@@ -155,6 +155,29 @@ def auroc_by_defect(reports: Path, manifest: dict, seeds: list[int],
     return out
 
 
+def codes_per_image(reports: Path, manifest: dict, params: dict) -> dict:
+    """Codes an image is represented with: PVQAE's routed and prior budgets (normal and
+    defective test images, mean over classes, from the evaluate stage's code-allocation
+    table; empty when it is missing) and the static VQ's fixed grid at ``static_vq.level``."""
+    import csv
+
+    out: dict = {}
+    grid = manifest.get("coarse_grid")
+    level = (params.get("static_vq") or {}).get("level")
+    if grid and level is not None:
+        out["static_vq"] = (grid * 2 ** int(level)) ** 2
+    path = reports / "tables" / "evaluate" / "code_allocation.csv"
+    if path.is_file():
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        for images in ("normal", "defective"):
+            for bud in ("routed", "prior"):
+                v = [float(r["codes_per_image"]) for r in rows if r["images"] == images and r["budget"] == bud]
+                if v:
+                    out[f"pvqae_{bud}_{images}"] = sum(v) / len(v)
+    return out
+
+
 def accuracy(reports: Path, params: dict | None = None, targets: dict | None = None) -> dict:
     """Accuracy benchmark record of a finished run (``reports/`` after ``dvc repro evaluate``).
 
@@ -192,6 +215,7 @@ def accuracy(reports: Path, params: dict | None = None, targets: dict | None = N
     return {
         "benchmark": "accuracy", "dataset": manifest["dataset"], "root": manifest["root"],
         "image_auroc_by_defect": auroc_by_defect(reports, manifest, seeds),
+        "codes_per_image": codes_per_image(reports, manifest, params),
         "classes": manifest["classes"], "counts": manifest["counts"], "image_size": manifest["image_size"],
         "profile": params.get("profile"), "seeds": seeds, "machine": pipeline.machine_info(),
         "training_seconds": {"pvqae_pretrain_budget_prior": train_s, "static_vq": sum(st_secs) / len(st_secs),
@@ -213,7 +237,8 @@ def accuracy_table(out_dir: Path) -> str:
     import json
 
     rows = ["| dataset | profile | image | seeds | PVQAE image / pixel AUROC | static VQ image / pixel | "
-            "PVQAE training s (pretrain+budget+prior) | targets met | machine |", "|---|---|---|---|---|---|---|---|---|"]
+            "PVQAE training s (pretrain+budget+prior) | targets met | codes per normal image (PVQAE routed / static VQ) "
+            "| machine |", "|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(Path(out_dir).glob("accuracy_*.json")):
         r = json.loads(p.read_text())
         pv, st = r["pvqae"]["mean"], r["static_vq"]["mean"]
@@ -221,7 +246,7 @@ def accuracy_table(out_dir: Path) -> str:
         rows.append(f"| {dataset_tag(r)} | {r['profile']} | {r['image_size']} px | {r['seeds']} "
                     f"| {100 * pv['image_auroc']:.1f} / {100 * pv['pixel_auroc']:.1f} "
                     f"| {100 * st['image_auroc']:.1f} / {100 * st['pixel_auroc']:.1f} "
-                    f"| {r['training_seconds']['pvqae_pretrain_budget_prior']:.0f} | {met} "
+                    f"| {r['training_seconds']['pvqae_pretrain_budget_prior']:.0f} | {met} | {_codes(r)} "
                     f"| {r['machine']['cpu_count']} CPU{', CUDA' if r['machine']['cuda'] else ''} |")
     kinds = ["", "Image AUROC per defect kind (each kind against the normal test images):", "",
              "| dataset | profile | method | class | image AUROC per defect kind |", "|---|---|---|---|---|"]
@@ -232,6 +257,12 @@ def accuracy_table(out_dir: Path) -> str:
                 kinds.append(f"| {dataset_tag(r)} | {r['profile']} | {m} | {cls} | "
                              + ", ".join(f"{k} {100 * a:.1f}" for k, a in v.items()) + " |")
     return "\n".join(rows + (kinds if len(kinds) > 5 else [])) + "\n"
+
+
+def _codes(r: dict) -> str:
+    c = r.get("codes_per_image") or {}
+    pv, st = c.get("pvqae_routed_normal"), c.get("static_vq")
+    return f"{pv:.0f} / {st}" if pv is not None and st is not None else "-"
 
 
 def dataset_tag(result: dict) -> str:

@@ -43,7 +43,11 @@ def _fake_run(reports, dataset="mtsd", classes=("mtsd",), pv=(0.96, 0.94), st=(0
     kinds = ["good", "hole", "good", "crack", "hole"]
     samples = [{"split": "train", "defect": "good"}] + [{"split": "test", "defect": k} for k in kinds]
     write_json({"dataset": dataset, "root": "/data", "classes": list(classes), "counts": {"train": 3},
-                "image_size": 128, "samples": samples}, reports / "prepared" / "manifest.json")
+                "image_size": 128, "coarse_grid": 8, "samples": samples}, reports / "prepared" / "manifest.json")
+    (reports / "tables" / "evaluate").mkdir(parents=True)
+    (reports / "tables" / "evaluate" / "code_allocation.csv").write_text(
+        "class,images,budget,n,coarse,median,fine,codes_per_image\n"
+        f"{classes[0]},normal,routed,2,0.5,0.5,0.0,100.0\n{classes[0]},normal,prior,2,1.0,0.0,0.0,64.0\n")
     label = np.array([k != "good" for k in kinds], dtype=np.int64)
     for s, image in ((0, [0.1, 0.9, 0.2, 0.15, 0.05]), (1, [0.1, 0.9, 0.2, 0.3, 0.8])):
         (reports / "scores" / f"seed{s}").mkdir(parents=True, exist_ok=True)
@@ -58,7 +62,8 @@ def _fake_run(reports, dataset="mtsd", classes=("mtsd",), pv=(0.96, 0.94), st=(0
 
 
 def _params(profile="cpu"):
-    return {"profile": profile, **{k: {"steps": 5} for k in ("pretrain", "budget", "prior", "static_vq")}}
+    return {"profile": profile, **{k: {"steps": 5} for k in ("pretrain", "budget", "prior")},
+            "static_vq": {"steps": 5, "level": 1}}
 
 
 def test_accuracy_benchmark_reads_the_run_and_checks_the_targets(tmp_path):
@@ -76,10 +81,13 @@ def test_accuracy_benchmark_reads_the_run_and_checks_the_targets(tmp_path):
     # hole: seed 0 {0.9, 0.05} vs normal {0.1, 0.2} -> 0.5, seed 1 {0.9, 0.8} -> 1.0; crack: 0.5, 1.0
     # (the static VQ has no scores file here: left out)
     assert r["image_auroc_by_defect"] == {"pvqae": {"mtsd": {"crack": 0.75, "hole": 0.75}}}
+    # static VQ at level 1 on an 8 x 8 coarse grid: 16 x 16 codes; PVQAE's from the allocation table
+    assert r["codes_per_image"] == {"static_vq": 256, "pvqae_routed_normal": 100.0, "pvqae_prior_normal": 64.0}
     path = benchmark.write(r, tmp_path / "bench")
     assert path.name == "accuracy_mtsd_cpu.json"
     table = benchmark.accuracy_table(tmp_path / "bench")
     assert "| mtsd | cpu | 128 px | [0, 1] | 96.0 / 94.0 | 93.0 / 90.0 | 1100 |" in table
+    assert "| 100 / 256 |" in table
     assert "| mtsd | cpu | pvqae | mtsd | crack 75.0, hole 75.0 |" in table
 
 
