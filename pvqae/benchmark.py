@@ -68,14 +68,19 @@ def resize_profile(data: dict, model: dict, image_size: int) -> tuple[dict, dict
 
 
 def _timed(fn, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call (robust to a stray slow call)."""
+    import statistics
+
     fn()  # warm-up
-    t0 = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        t0 = time.perf_counter()
         fn()
-    return (time.perf_counter() - t0) / repeats
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
-def run(profile: str, batch_size: int = 8, repeats: int = 3, n_train: int = 761, num_classes: int = 1,
+def run(profile: str, batch_size: int = 8, repeats: int = 5, n_train: int = 761, num_classes: int = 1,
         image_size: int | None = None, seed: int = 0) -> dict:
     """Benchmark the model of ``profile`` (``n_train`` default: MTSD's published train split)."""
     torch.manual_seed(seed)

@@ -87,6 +87,14 @@ class ModelOutput(NamedTuple):
     used_fraction: torch.Tensor
 
 
+def _layout_of(z: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``z`` in channels-last memory layout when ``ref`` (the encoder's output) is, so the decoder
+    runs in the layout the caller chose for the encoder (scoring: :func:`pvqae.scoring.inference_layout`)."""
+    if ref.is_contiguous(memory_format=torch.channels_last) and not ref.is_contiguous():
+        return z.contiguous(memory_format=torch.channels_last)
+    return z
+
+
 class PVQAE(nn.Module):
     """Patch-aware VQ autoencoder (or a static VQ when ``cfg.levels`` has one entry)."""
 
@@ -154,7 +162,7 @@ class PVQAE(nn.Module):
         the prior's budget (``self.route(feats, "given", prior_levels, ...)``)."""
         if not self.dynamic:
             q = self.quantizer(0)(feats[0])
-            return ModelOutput(self.decoder(q.z_q), q.loss_map.mean(), None, [q.indices], [q.perplexity],
+            return ModelOutput(self.decoder(_layout_of(q.z_q, feats[0])), q.loss_map.mean(), None, [q.indices], [q.perplexity],
                                torch.ones(1, device=feats[0].device))
         if routing is None:
             raise ValueError("a PVQAE needs a routing to decode; see PVQAE.route")
@@ -165,7 +173,7 @@ class PVQAE(nn.Module):
         num = sum((o.loss_map * u).sum() for o, u in zip(outs, used))
         den = sum(u.sum() for u in used).clamp_min(1)
         used_fraction = routing.gate.detach().mean((0, 2, 3))
-        return ModelOutput(self.decoder(z), num / den, routing, [o.indices for o in outs],
+        return ModelOutput(self.decoder(_layout_of(z, feats[-1])), num / den, routing, [o.indices for o in outs],
                            [o.perplexity for o in outs], used_fraction)
 
     @property

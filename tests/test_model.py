@@ -279,3 +279,17 @@ def test_eval_dynamic_is_deterministic():
     a, b = model(x), model(x)
     assert torch.equal(a.recon, b.recon) and torch.equal(a.routing.levels, b.routing.levels)
     assert torch.equal(a.routing.levels, a.routing.logits.argmax(1))
+
+
+def test_silu_is_in_place_only_in_eval_mode():
+    from pvqae.autoencoder import EvalInplaceSiLU
+
+    act = EvalInplaceSiLU()
+    x = torch.randn(4, 3)
+    ref = torch.nn.functional.silu(x)
+    x_train = x.clone()
+    torch.testing.assert_close(act.train()(x_train), ref)
+    assert torch.equal(x_train, x)  # training keeps its input (needed for backward)
+    x_eval = x.clone()
+    out = act.eval()(x_eval)
+    assert out.data_ptr() == x_eval.data_ptr() and torch.equal(out, ref)  # same values, no new tensor
