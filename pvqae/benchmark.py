@@ -152,9 +152,13 @@ def auroc_by_defect(reports: Path, manifest: dict, seeds: list[int],
             if len(z["label"]) != len(kinds):
                 raise ValueError(f"{f} scores {len(z['label'])} images but the manifest lists {len(kinds)} test "
                                  f"images: they come from different runs; run `dvc repro evaluate`")
-            per_seed.append({cls: image_auroc_by_kind(z["label"][z["class_index"] == c], z["image"][z["class_index"] == c],
-                                                      [kinds[i] for i in np.flatnonzero(z["class_index"] == c)])
-                             for c, cls in enumerate(manifest["classes"]) if (z["class_index"] == c).any()})
+            by_class = {}
+            for c, cls in enumerate(manifest["classes"]):
+                sel = z["class_index"] == c
+                if sel.any():
+                    by_class[cls] = image_auroc_by_kind(z["label"][sel], z["image"][sel],
+                                                        [kinds[i] for i in np.flatnonzero(sel)])
+            per_seed.append(by_class)
         out[m] = {cls: {k: float(np.mean([r[cls][k] for r in per_seed])) for k in per_seed[0][cls]}
                   for cls in per_seed[0]}
     return out
@@ -244,6 +248,8 @@ def accuracy_table(out_dir: Path) -> str:
     rows = ["| dataset | profile | image | seeds | PVQAE image / pixel AUROC | static VQ image / pixel | "
             "PVQAE training s (pretrain+budget+prior) | targets met | codes per normal image (PVQAE routed / static VQ) "
             "| machine |", "|---|---|---|---|---|---|---|---|---|---|"]
+    kinds = ["", "Image AUROC per defect kind (each kind against the normal test images):", "",
+             "| dataset | profile | method | class | image AUROC per defect kind |", "|---|---|---|---|---|"]
     for p in sorted(Path(out_dir).glob("accuracy_*.json")):
         r = json.loads(p.read_text())
         pv, st = r["pvqae"]["mean"], r["static_vq"]["mean"]
@@ -253,10 +259,6 @@ def accuracy_table(out_dir: Path) -> str:
                     f"| {100 * st['image_auroc']:.1f} / {100 * st['pixel_auroc']:.1f} "
                     f"| {r['training_seconds']['pvqae_pretrain_budget_prior']:.0f} | {met} | {_codes(r)} "
                     f"| {r['machine']['cpu_count']} CPU{', CUDA' if r['machine']['cuda'] else ''} |")
-    kinds = ["", "Image AUROC per defect kind (each kind against the normal test images):", "",
-             "| dataset | profile | method | class | image AUROC per defect kind |", "|---|---|---|---|---|"]
-    for p in sorted(Path(out_dir).glob("accuracy_*.json")):
-        r = json.loads(p.read_text())
         for m, per_class in r.get("image_auroc_by_defect", {}).items():
             for cls, v in per_class.items():
                 kinds.append(f"| {dataset_tag(r)} | {r['profile']} | {m} | {cls} | "

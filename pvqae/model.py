@@ -162,8 +162,8 @@ class PVQAE(nn.Module):
         the prior's budget (``self.route(feats, "given", prior_levels, ...)``)."""
         if not self.dynamic:
             q = self.quantizer(0)(feats[0])
-            return ModelOutput(self.decoder(_layout_of(q.z_q, feats[0])), q.loss_map.mean(), None, [q.indices], [q.perplexity],
-                               torch.ones(1, device=feats[0].device))
+            return ModelOutput(self.decoder(_layout_of(q.z_q, feats[0])), q.loss_map.mean(), None, [q.indices],
+                               [q.perplexity], torch.ones(1, device=feats[0].device))
         if routing is None:
             raise ValueError("a PVQAE needs a routing to decode; see PVQAE.route")
         used = level_masks(routing.gate, self.sizes)
