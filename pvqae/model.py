@@ -23,7 +23,13 @@ from torch import nn
 
 from pvqae.autoencoder import Decoder, Encoder
 from pvqae.quantizer import VectorQuantizer
-from pvqae.routing import DynamicRouter, RoutingOutput, assemble_codes, level_masks
+from pvqae.routing import (
+    DynamicRouter,
+    RoutingOutput,
+    assemble_codes,
+    level_masks,
+    noise_device,
+)
 
 LEVEL_NAMES = ("coarse", "median", "fine")
 
@@ -87,14 +93,6 @@ class ModelOutput(NamedTuple):
     used_fraction: torch.Tensor
 
 
-def _layout_of(z: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """``z`` in channels-last memory layout when ``ref`` (the encoder's output) is, so the decoder
-    runs in the layout the caller chose for the encoder (scoring: :func:`pvqae.scoring.inference_layout`)."""
-    if ref.is_contiguous(memory_format=torch.channels_last) and not ref.is_contiguous():
-        return z.contiguous(memory_format=torch.channels_last)
-    return z
-
-
 class PVQAE(nn.Module):
     """Patch-aware VQ autoencoder (or a static VQ when ``cfg.levels`` has one entry)."""
 
@@ -139,8 +137,7 @@ class PVQAE(nn.Module):
         if mode == "random":
             b, g = feats[0].shape[0], feats[0].shape[-1]
             rnd = torch.randint(0, 3, (b, g, g), generator=generator,
-                                device=generator.device if generator is not None else feats[0].device)
-            rnd = rnd.to(feats[0].device)
+                                device=noise_device(generator, feats[0])).to(feats[0].device)
             return self.router(feats, level_map=rnd)
         if mode == "given":
             if level_map is None:
@@ -162,7 +159,7 @@ class PVQAE(nn.Module):
         the prior's budget (``self.route(feats, "given", prior_levels, ...)``)."""
         if not self.dynamic:
             q = self.quantizer(0)(feats[0])
-            return ModelOutput(self.decoder(_layout_of(q.z_q, feats[0])), q.loss_map.mean(), None, [q.indices],
+            return ModelOutput(self.decoder(q.z_q), q.loss_map.mean(), None, [q.indices],
                                [q.perplexity], torch.ones(1, device=feats[0].device))
         if routing is None:
             raise ValueError("a PVQAE needs a routing to decode; see PVQAE.route")
@@ -173,7 +170,7 @@ class PVQAE(nn.Module):
         num = sum((o.loss_map * u).sum() for o, u in zip(outs, used))
         den = sum(u.sum() for u in used).clamp_min(1)
         used_fraction = routing.gate.detach().mean((0, 2, 3))
-        return ModelOutput(self.decoder(_layout_of(z, feats[-1])), num / den, routing, [o.indices for o in outs],
+        return ModelOutput(self.decoder(z), num / den, routing, [o.indices for o in outs],
                            [o.perplexity for o in outs], used_fraction)
 
     @property

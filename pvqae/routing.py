@@ -102,12 +102,17 @@ class DynamicRouter(nn.Module):
         return RoutingOutput(logits, gate, gate.argmax(1))
 
 
+def noise_device(generator: torch.Generator | None, like: torch.Tensor) -> torch.device:
+    """Where to draw seeded noise: on the generator's device (a CPU generator then gives the same
+    noise whatever device the model runs on; move the draw to ``like.device`` after), else ``like``'s."""
+    return generator.device if generator is not None else like.device
+
+
 def gumbel_softmax(logits: torch.Tensor, tau: float = 1.0, hard: bool = True, dim: int = 1,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Gumbel-softmax (Jang et al. 2016) with an optional generator for reproducibility."""
-    # drawn where the generator lives (a CPU generator gives the same noise on every device)
     u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype,
-                   device=generator.device if generator is not None else logits.device).to(logits.device)
+                   device=noise_device(generator, logits)).to(logits.device)
     gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
     soft = F.softmax((logits + gumbel) / tau, dim=dim)
     if not hard:

@@ -284,3 +284,25 @@ def test_real_model_with_prior_reconstructs_with_prior_levels():
     torch.testing.assert_close(out.recon, ref.recon)
     routed = model(x, mode="dynamic").routing.levels
     torch.testing.assert_close(out.score_map, _manual_budget_px(probs, routed) * reconstruction_error(x, ref.recon))
+
+
+@pytest.mark.parametrize("levels", [(0, 1, 2), (1,)])
+def test_scoring_runs_encoder_and_decoder_channels_last_and_training_does_not(levels):
+    """The CPU speed-up: score_batch feeds the encoder channels-last and the decoder follows it
+    (the codes inherit the encoder's layout);
+    a plain (training) forward keeps the default layout end to end."""
+    torch.manual_seed(0)
+    model = PVQAE(_cfg(levels=levels)).eval()
+    seen = {}
+    model.encoder.conv_in.register_forward_pre_hook(lambda m, a: seen.__setitem__("enc", a[0]))
+    model.decoder.conv_in.register_forward_pre_hook(lambda m, a: seen.__setitem__("dec", a[0]))
+
+    def channels_last(t):
+        return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+    x = torch.rand(2, 3, SIZE, SIZE)  # default layout, as the pipeline's splits hold them
+    out = score_batch(model, x)
+    assert channels_last(seen["enc"]) and channels_last(seen["dec"])
+    assert out.recon.is_contiguous() and out.rec_map.is_contiguous()  # callers get plain tensors
+    model.train()(x)
+    assert seen["enc"].is_contiguous() and seen["dec"].is_contiguous()
