@@ -46,7 +46,9 @@ class ResnetBlock(nn.Module):
         self.shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shortcut(x) + self.block(x)
+        # in place on the block's fresh conv output (conv backward does not need it): one
+        # activation-sized tensor less per block; a + b == b + a, so the values are unchanged
+        return self.block(x).add_(self.shortcut(x))
 
 
 class AttnBlock(nn.Module):
@@ -95,7 +97,7 @@ class CodeHead(nn.Module):
         layers: list[nn.Module] = [ResnetBlock(cin, cin, groups)]
         if attention:
             layers.append(AttnBlock(cin, groups))
-        layers += [norm(cin, groups), nn.SiLU(), nn.Conv2d(cin, dim, 1)]
+        layers += [norm(cin, groups), EvalInplaceSiLU(), nn.Conv2d(cin, dim, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -234,4 +236,4 @@ class Decoder(nn.Module):
         h = self.mid(self.conv_in(h))
         for up in self.ups:
             h = up(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=not self.training))

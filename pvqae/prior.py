@@ -337,47 +337,55 @@ class BudgetPriorTransformer(nn.Module):
         return MaskedLossOutput(loss=loss, accuracy=accuracy, mask=mask)
 
     @torch.no_grad()
-    def predict_all(self, levels: torch.Tensor, class_index: torch.Tensor | int | None = None,
-                    chunk_size: int = 4096) -> torch.Tensor:
+    def predict_all(self, levels: torch.Tensor, class_index: torch.Tensor | int | None = None) -> torch.Tensor:
         """Normal budget prior ``p_hat``: each position predicted with only itself masked.
 
-        "Enumerating the masks to obtain the fully predicted sequence" (Sec. III-C1): for every
-        map all ``N = G*G`` single-mask copies are built at once (``B*N`` sequences), run in
-        chunks of ``chunk_size`` sequences to bound memory, and the prediction at each copy's
-        masked position is gathered. Runs in eval mode without gradients; the previous
-        train/eval mode is restored.
+        "Enumerating the masks to obtain the fully predicted sequence" (Sec. III-C1) means ``N = G*G``
+        copies of each map, copy ``i`` with position ``i`` masked, one forward pass each: ``N``
+        passes over ``N + 1`` tokens, the cost growing with the cube of the grid's area. With one
+        pre-norm block the same numbers come from a single pass. Copy ``i`` differs from the
+        unmasked sequence at token ``i`` only, and everything but attention acts per token, so its
+        output at ``i`` needs the masked token's own query ``q~_i`` against the unmasked keys and
+        values, except at key ``i``, where the masked ``k~_i, v~_i`` stand. Hence the ``N x (N+1)``
+        scores of the masked queries against the unmasked keys, with entry ``(i, i)`` replaced by
+        ``q~_i . k~_i``, give every copy's attention weights at once; the value at ``i`` is swapped
+        the same way. ``tests/test_prior.py`` checks the result against the enumeration. Runs in
+        eval mode without gradients; the previous train/eval mode is restored.
 
         Args:
             levels: ``(B, G, G)`` integer level map (the routed budget of the test image).
             class_index: See :meth:`forward`.
-            chunk_size: Maximum number of sequences per forward pass.
 
         Returns:
             ``(B, K, G, G)`` probabilities (softmax over dim 1).
         """
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         levels = self._check_levels(levels)
         batch, n = levels.shape[0], self.seq_len
         class_rows = self._class_tokens_index(class_index, batch, levels.device)
+        block, attn = self.block, self.block.self_attn
+        heads, dim = attn.num_heads, self.pos_embedding.shape[-1]
+        scale = (dim // heads) ** -0.5
 
-        seq = levels.reshape(batch, -1)[:, self.order]  # (B, N) spiral order
-        eye = torch.eye(n, dtype=torch.bool, device=levels.device)
-        copies = seq[:, None, :].expand(batch, n, n).masked_fill(eye, self.mask_index)
-        copies = copies.reshape(batch * n, n)  # row b*N + i has spiral position i masked
-        rows = class_rows.repeat_interleave(n)
-        position = torch.arange(n, device=levels.device).repeat(batch)
+        def qkv(tokens: torch.Tensor) -> list[torch.Tensor]:  # (B, L, D) -> 3 x (B, heads, L, D / heads)
+            out = F.linear(block.norm1(tokens), attn.in_proj_weight, attn.in_proj_bias)
+            return [t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in out.chunk(3, dim=-1)]
 
         was_training = self.training
         self.eval()
         try:
-            out = []
-            for start in range(0, batch * n, chunk_size):
-                stop = min(start + chunk_size, batch * n)
-                logits = self._sequence_logits(copies[start:stop], rows[start:stop])
-                pick = torch.arange(stop - start, device=levels.device)
-                out.append(logits[pick, position[start:stop]])
+            seq = levels.reshape(batch, -1)[:, self.order]  # (B, N) spiral order
+            tokens = torch.cat([self.class_embedding(class_rows)[:, None, :], self.token_embedding(seq)], dim=1)
+            _, k, v = qkv(tokens + self.pos_embedding)  # unmasked keys / values, class token first
+            masked = self.token_embedding.weight[self.mask_index] + self.pos_embedding[:, 1:]  # (1, N, D)
+            q_m, k_m, v_m = qkv(masked)  # position i's token as MASK
+            pos = torch.arange(n, device=levels.device)
+            scores = (q_m @ k.transpose(-1, -2)) * scale  # (B, heads, N, N + 1)
+            scores[:, :, pos, pos + 1] = ((q_m * k_m).sum(-1) * scale).expand(batch, -1, -1)
+            weights = scores.softmax(dim=-1)
+            mixed = weights @ v + weights[:, :, pos, pos + 1, None] * (v_m - v[:, :, 1:])
+            x = masked + attn.out_proj(mixed.transpose(1, 2).flatten(2))
+            x = x + block.linear2(block.activation(block.linear1(block.norm2(x))))
+            logits = self.head(self.norm(x))  # (B, N, K), spiral order
         finally:
             self.train(was_training)
-        logits = torch.cat(out).reshape(batch, n, self.num_levels)
         return self._to_grid(logits.softmax(dim=-1))

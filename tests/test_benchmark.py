@@ -16,7 +16,7 @@ def test_patchcore_bank_size_from_the_architecture():
 
 
 def test_tiny_benchmark_writes_every_field(tmp_path):
-    res = benchmark.run("tiny", batch_size=2, repeats=1, n_train=10)
+    res = benchmark.run("tiny", batch_sizes=(2, 1), repeats=1, n_train=10, train_batch_size=2)
     path = benchmark.write(res, tmp_path)
     data = json.loads(path.read_text())
     for key in ("machine", "profile", "seed", "wall_seconds", "image_size", "inference_images_per_second",
@@ -24,6 +24,13 @@ def test_tiny_benchmark_writes_every_field(tmp_path):
         assert key in data, key
     assert data["profile"] == "tiny" and data["image_size"] == 32
     assert data["inference_images_per_second"] > 0 and data["train_images_per_second"] > 0
+    # the fastest batch size is the headline; every timed size is kept, in ascending order
+    by_batch = data["inference_images_per_second_by_batch_size"]
+    assert list(by_batch) == ["1", "2"] and list(data["peak_rss_mb_by_batch_size"]) == ["1", "2"]
+    assert data["inference_images_per_second"] == max(by_batch.values())
+    assert by_batch[str(data["batch_size"])] == data["inference_images_per_second"]
+    assert data["inference_peak_rss_mb"] == data["peak_rss_mb_by_batch_size"][str(data["batch_size"])]
+    assert data["train_batch_size"] == 2
     assert 0 < data["model_mb"] < 10 and data["model_mb"] == benchmark.state_dict_mb(
         benchmark.PVQAE(benchmark.pipeline.model_config(benchmark.profile_params(["tiny"])["model"],
                                                        benchmark.profile_params(["tiny"])["data"])))
