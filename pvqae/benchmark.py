@@ -80,15 +80,38 @@ def _timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _reset_peak_rss() -> None:
+    """Reset the process's peak resident memory (Linux ``VmHWM``) to its current resident memory,
+    so the next :func:`_peak_rss_mb` is the peak of what runs in between, not of earlier work in
+    the same process (another profile, a training step). A no-op where /proc is missing."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory in MB since the last :func:`_reset_peak_rss` (Linux ``VmHWM``); the
+    process's lifetime peak (``ru_maxrss``) where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1e3  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # Linux: kB
+
+
 def run(profile: str, batch_sizes: tuple[int, ...] = (2, 4, 8), repeats: int = 5, n_train: int = 761,
         num_classes: int = 1, image_size: int | None = None, seed: int = 0, train_batch_size: int = 8) -> dict:
     """Benchmark the model of ``profile`` (``n_train`` default: MTSD's published train split).
 
-    Inference is timed at each of ``batch_sizes`` (ascending) and the fastest is the headline:
-    on a 2-core machine with a 32 MB L3 cache, 4 images at 256 px ran ~25 % faster per image than 8
-    (a 16-channel 256 px activation is 4.2 MB per image: 17 MB for 4 images stays in that cache,
-    34 MB for 8 does not).
-    Peak resident memory is read after each batch size, so each figure bounds that batch's peak."""
+    Inference is timed at each of ``batch_sizes`` (ascending) and the fastest is the headline;
+    every size's figure is kept. On the 2-core machine at 256 px, batches of 2, 4 and 8 were within
+    the run-to-run noise of each other (11.1-14.2 img/s over four runs); on one thread beside a
+    training run, 2 and 4 were ~25 % faster than 8 (a 16-channel 256 px activation of 4 images,
+    17 MB, fits the 32 MB L3 cache; of 8, 34 MB, it does not). The peak resident memory of each batch size is its own
+    (the peak is reset before each)."""
     torch.manual_seed(seed)
     params = profile_params([profile])
     data, model_params = dict(params["data"]), dict(params["model"])
@@ -104,8 +127,9 @@ def run(profile: str, batch_sizes: tuple[int, ...] = (2, 4, 8), repeats: int = 5
     for bs in sorted(set(batch_sizes)):
         xb = torch.rand(bs, cfg.in_channels, cfg.image_size, cfg.image_size)
         cls = torch.zeros(bs, dtype=torch.long)
+        _reset_peak_rss()
         by_batch[bs] = bs / _timed(lambda: score_batch(model, xb, cls, prior), repeats)
-        rss_by_batch[bs] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # Linux: kB
+        rss_by_batch[bs] = _peak_rss_mb()
     best = max(by_batch, key=by_batch.get)
 
     x = torch.rand(train_batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
@@ -257,16 +281,20 @@ def accuracy_table(out_dir: Path) -> str:
     """Markdown table of every ``accuracy_*.json`` under ``out_dir``."""
     import json
 
-    rows = ["| dataset | profile | image | seeds | PVQAE image / pixel AUROC | static VQ image / pixel | "
-            "PVQAE training s (pretrain+budget+prior) | targets met | codes per normal image (PVQAE routed / static VQ) "
-            "| machine |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| dataset | profile | image | steps (PVQAE pretrain + budget / static VQ) | seeds "
+            "| PVQAE image / pixel AUROC | static VQ image / pixel | PVQAE training s (pretrain+budget+prior) "
+            "| targets met | codes per normal image (PVQAE routed / static VQ) | machine |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     kinds = ["", "Image AUROC per defect kind (each kind against the normal test images):", "",
              "| dataset | profile | method | class | image AUROC per defect kind |", "|---|---|---|---|---|"]
     for p in sorted(Path(out_dir).glob("accuracy_*.json")):
         r = json.loads(p.read_text())
         pv, st = r["pvqae"]["mean"], r["static_vq"]["mean"]
         met = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["met"].items())
-        rows.append(f"| {dataset_tag(r)} | {r['profile']} | {r['image_size']} px | {r['seeds']} "
+        steps = r.get("steps") or {}
+        steps = (f"{steps['pretrain']} + {steps['budget']} / {steps['static_vq']}"
+                 if {"pretrain", "budget", "static_vq"} <= set(steps) else "-")
+        rows.append(f"| {dataset_tag(r)} | {r['profile']} | {r['image_size']} px | {steps} | {r['seeds']} "
                     f"| {100 * pv['image_auroc']:.1f} / {100 * pv['pixel_auroc']:.1f} "
                     f"| {100 * st['image_auroc']:.1f} / {100 * st['pixel_auroc']:.1f} "
                     f"| {r['training_seconds']['pvqae_pretrain_budget_prior']:.0f} | {met} | {_codes(r)} "

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
+import torch
 
 from pvqae import benchmark
 
@@ -13,6 +17,22 @@ def test_patchcore_bank_size_from_the_architecture():
     assert abs(b["full_mb"] - 761 * 1024 * 1024 * 4 / 1e6) < 1e-6
     assert b["bank_size"] == -(-761 * 1024 // 10)  # ceil: the coreset keeps whole vectors
     assert abs(b["coreset_mb"] - b["full_mb"] / 10) < 0.01
+
+
+def test_peak_memory_reading_is_reset_between_measurements():
+    """Each batch size's peak memory is its own, not the process's peak from earlier work."""
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc")
+    big = torch.ones(50_000_000)  # 200 MB, freed below
+    big.add_(1.0)
+    del big
+    before = benchmark._peak_rss_mb()
+    benchmark._reset_peak_rss()
+    after = benchmark._peak_rss_mb()
+    assert before - after > 150, (before, after)
+    held = torch.ones(25_000_000).add_(1.0)  # 100 MB, held: the next reading sees it
+    assert benchmark._peak_rss_mb() - after > 80
+    del held
 
 
 def test_tiny_benchmark_writes_every_field(tmp_path):
@@ -93,7 +113,7 @@ def test_accuracy_benchmark_reads_the_run_and_checks_the_targets(tmp_path):
     path = benchmark.write(r, tmp_path / "bench")
     assert path.name == "accuracy_mtsd_cpu.json"
     table = benchmark.accuracy_table(tmp_path / "bench")
-    assert "| mtsd | cpu | 128 px | [0, 1] | 96.0 / 94.0 | 93.0 / 90.0 | 1100 |" in table
+    assert "| mtsd | cpu | 128 px | 5 + 5 / 5 | [0, 1] | 96.0 / 94.0 | 93.0 / 90.0 | 1100 |" in table
     assert "| 100 / 256 |" in table
     assert "| mtsd | cpu | pvqae | mtsd | crack 75.0, hole 75.0 |" in table
 
