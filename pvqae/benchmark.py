@@ -110,8 +110,8 @@ def run(profile: str, batch_sizes: tuple[int, ...] = (2, 4, 8), repeats: int = 5
     every size's figure is kept. On the 2-core machine at 256 px, batches of 2, 4 and 8 were within
     the run-to-run noise of each other (11.1-14.2 img/s over four runs); on one thread beside a
     training run, 2 and 4 were ~25 % faster than 8 (a 16-channel 256 px activation of 4 images,
-    17 MB, fits the 32 MB L3 cache; of 8, 34 MB, it does not). The peak resident memory of each batch size is its own
-    (the peak is reset before each)."""
+    17 MB, fits the 32 MB L3 cache; of 8, 34 MB, it does not). The peak resident memory of each
+    batch size is its own (the peak is reset before each)."""
     torch.manual_seed(seed)
     params = profile_params([profile])
     data, model_params = dict(params["data"]), dict(params["model"])
