@@ -224,6 +224,7 @@ class Decoder(nn.Module):
                 blocks.append(Upsample(cin))
             self.ups.append(nn.Sequential(*blocks))
         self.norm_out = norm(cin, groups)
+        self.act_out = EvalInplaceSiLU()
         self.conv_out = nn.Conv2d(cin, out_channels, 3, padding=1)
 
     @property
@@ -236,4 +237,4 @@ class Decoder(nn.Module):
         h = self.mid(self.conv_in(h))
         for up in self.ups:
             h = up(h)
-        return self.conv_out(F.silu(self.norm_out(h), inplace=not self.training))
+        return self.conv_out(self.act_out(self.norm_out(h)))

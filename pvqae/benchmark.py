@@ -26,6 +26,7 @@ model is freshly initialised; no data needed):
 from __future__ import annotations
 
 import resource
+import statistics
 import time
 from pathlib import Path
 
@@ -69,8 +70,6 @@ def resize_profile(data: dict, model: dict, image_size: int) -> tuple[dict, dict
 
 def _timed(fn, repeats: int) -> float:
     """Median seconds of ``repeats`` calls after one warm-up call (robust to a stray slow call)."""
-    import statistics
-
     fn()  # warm-up
     times = []
     for _ in range(repeats):
