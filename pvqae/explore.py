@@ -37,8 +37,8 @@ from pvqae.routing import gumbel_softmax
 from pvqae.scoring import (
     ScoreConfig,
     combine_score_map,
-    image_scores,
     inference_layout,
+    postprocess,
     reconstruction_error,
 )
 from pvqae.train import routed_levels
@@ -126,7 +126,7 @@ def explain_image(model: PVQAE, prior: BudgetPriorTransformer | None, image: np.
     else:
         recon_levels, recon = routed, recon_routed
     rec = reconstruction_error(x, recon)
-    smap = combine_score_map(budget, rec, cfg)
+    smap, img_score = postprocess(combine_score_map(budget, rec, cfg), cfg)
 
     def np0(t):
         return None if t is None else t[0].numpy()
@@ -139,7 +139,7 @@ def explain_image(model: PVQAE, prior: BudgetPriorTransformer | None, image: np.
         "routed_levels": np0(routed), "prior_probs": np0(prior_probs), "prior_levels": np0(prior_levels),
         "budget_ce": np0(budget), "recon_levels": np0(recon_levels), "recon_routed": np0(recon_routed),
         "recon_prior": np0(recon_prior), "recon": np0(recon), "rec_map": np0(rec), "score_map": np0(smap),
-        "image_score": float(image_scores(smap, cfg)[0]),
+        "image_score": float(img_score[0]),
         "rec_error": {"routed": float(reconstruction_error(x, recon_routed).mean()),
                       "prior": float(reconstruction_error(x, recon_prior).mean()) if recon_prior is not None else None,
                       "scored": float(rec.mean())},

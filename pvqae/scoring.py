@@ -12,8 +12,11 @@ Reconstructing with the prior's budget keeps the model from spending fine codes 
 unexpected detail (defects), so defects reconstruct worse. With no prior (Table III
 "No priors") the routed budget reconstructs and S = S_rec; a static VQ scores S_rec.
 
-The image score is the max of the map (optionally the mean of its top-k fraction, after an
-optional Gaussian smoothing; both off by default).
+Post-processing, the same for every method of the study (PVQAE, the static VQ, the Table I
+baselines and the median-filter floor; :func:`postprocess`): the raw pixel map is smoothed
+with a Gaussian of ``smooth_sigma`` pixels at 256 px, scaled with the map's size (PatchCore's
+and PaDiM's sigma 4 at 256 px, a convention of the field, not a tuned value), and the image
+score is the max of the smoothed map (or the mean of its top-k fraction).
 """
 
 from __future__ import annotations
@@ -52,15 +55,22 @@ class ScoreOutput(NamedTuple):
     prior_probs: torch.Tensor | None
 
 
+SIGMA_REFERENCE_SIZE = 256  # smooth_sigma is given in pixels of a 256 px map
+
+
 @dataclass
 class ScoreConfig:
     """How maps become scores (the ``evaluate.score`` section of params.yaml)."""
 
     image_score: str = "max"  # "max" or "topk"
     topk_fraction: float = 0.01
-    smooth_sigma: float = 0.0  # Gaussian smoothing of the pixel map (0 = off)
+    smooth_sigma: float = 4.0  # Gaussian sigma in px at 256 px, scaled with the map size (0 = off)
     budget_upsample: str = "nearest"  # or "bilinear"
     combine: str = "product"  # "product" (paper), "rec" or "budget" (diagnostics)
+
+    def sigma_at(self, size: int) -> float:
+        """Gaussian sigma in pixels for a ``size`` px map: ``smooth_sigma * size / 256``."""
+        return self.smooth_sigma * size / SIGMA_REFERENCE_SIZE
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ScoreConfig":
@@ -94,6 +104,13 @@ def image_scores(score_map: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
     raise ValueError(f"evaluate.score.image_score must be 'max' or 'topk', got {cfg.image_score!r}")
 
 
+def postprocess(raw_map: torch.Tensor, cfg: ScoreConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The study's one post-processing, for every method: (B, H, W) raw maps -> (smoothed map,
+    image score) with ``cfg.sigma_at(W)`` and ``cfg.image_score``."""
+    smap = gaussian_blur(raw_map, cfg.sigma_at(raw_map.shape[-1]))
+    return smap, image_scores(smap, cfg)
+
+
 def inference_layout(x: torch.Tensor) -> torch.Tensor:
     """Images (B, C, S, S) in channels-last memory layout, the layout scoring runs in: oneDNN's
     CPU convolutions run ~30 % faster so at 256 px. Training keeps the default layout (its
@@ -107,11 +124,11 @@ def reconstruction_error(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
 
 
 def combine_score_map(budget: torch.Tensor | None, rec: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
-    """S from the coarse budget CE map (B, G, G) -- None without a prior -- and S_rec (B, S, S):
-    the budget map is upsampled to pixels (``cfg.budget_upsample``) and multiplied with S_rec
-    (``cfg.combine == "product"``, the paper), then optionally smoothed."""
+    """Raw S from the coarse budget CE map (B, G, G) -- None without a prior -- and S_rec
+    (B, S, S): the budget map is upsampled to pixels (``cfg.budget_upsample``) and multiplied
+    with S_rec (``cfg.combine == "product"``, the paper). Not yet post-processed."""
     if budget is None:
-        return gaussian_blur(rec, cfg.smooth_sigma)
+        return rec
     size = rec.shape[-1]
     if cfg.budget_upsample == "nearest":
         f = size // budget.shape[-1]
@@ -123,7 +140,7 @@ def combine_score_map(budget: torch.Tensor | None, rec: torch.Tensor, cfg: Score
     smap = {"product": budget_px * rec, "rec": rec, "budget": budget_px}.get(cfg.combine)
     if smap is None:
         raise ValueError(f"evaluate.score.combine must be 'product', 'rec' or 'budget', got {cfg.combine!r}")
-    return gaussian_blur(smap, cfg.smooth_sigma)
+    return smap
 
 
 @torch.no_grad()
@@ -153,5 +170,5 @@ def score_batch(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None 
             budget = -torch.log(probs.gather(1, routed.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
         rec = reconstruction_error(x, recon)
     rec, recon = rec.contiguous(), recon.contiguous()
-    smap = combine_score_map(budget if prior is not None else None, rec, cfg)
-    return ScoreOutput(smap, image_scores(smap, cfg), rec, budget, recon, routed, prior_levels, probs)
+    smap, img = postprocess(combine_score_map(budget if prior is not None else None, rec, cfg), cfg)
+    return ScoreOutput(smap, img, rec, budget, recon, routed, prior_levels, probs)

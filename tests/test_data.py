@@ -25,7 +25,7 @@ from pvqae.data import (
     summarize,
     validate_samples,
 )
-from pvqae.data.images import mask_to_bool
+from pvqae.data.images import mask_to_bool, resize_mask
 from pvqae.data.synthetic import AREA_RANGE, CLASSES, DEFECTS, MASK_THRESHOLD
 from pvqae.errors import DataError
 
@@ -224,6 +224,41 @@ def test_load_jpg_grey_and_rgb(tmp_path):
     s = Sample(g, "x", "test", 0, "good", None)
     img, mask = load_sample(s, 16)
     assert img.shape == (3, 16, 16) and mask.shape == (16, 16) and not mask.any()
+
+
+def _crack(seed: int, width: int, size: int = 512) -> np.ndarray:
+    """A random zig-zag crack ``width`` px wide across a ``size`` px mask."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    im = Image.new("L", (size, size))
+    pts = [(20, size // 2)]
+    for _ in range(12):
+        pts.append((pts[-1][0] + 40, int(np.clip(pts[-1][1] + rng.integers(-60, 61), 20, size - 22))))
+    ImageDraw.Draw(im).line(pts, fill=255, width=width)
+    return np.asarray(im) > 127
+
+
+def test_area_resized_masks_keep_thin_structures_connected():
+    """A crack one target pixel wide (8 px at 512 -> 64) stays one region when resized by area
+    and thresholded at 0.5; nearest neighbour keeps the pixels its grid happens to hit and
+    splits it. The defect's area is kept too."""
+    from scipy import ndimage
+
+    eight = np.ones((3, 3))
+    area_regions, nearest_regions = [], []
+    for seed in range(10):
+        m = _crack(seed, width=8)
+        small = resize_mask(m, 64)
+        nearest = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((64, 64), Image.Resampling.NEAREST)) > 127
+        area_regions.append(ndimage.label(small, structure=eight)[1])
+        nearest_regions.append(ndimage.label(nearest, structure=eight)[1])
+        assert small.mean() == pytest.approx(m.mean(), rel=0.2)
+    assert sum(r == 1 for r in area_regions) >= 7, area_regions
+    assert sum(area_regions) < sum(nearest_regions), (area_regions, nearest_regions)
+    blob = np.zeros((100, 100), bool)
+    blob[12:32, 40:72] = True  # a block on the 4 px grid: area resize is exact
+    assert np.array_equal(resize_mask(blob, 25), blob[::4, ::4])
 
 
 def test_load_mask(tmp_path):

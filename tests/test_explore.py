@@ -52,8 +52,9 @@ def test_explain_image_shapes_and_matches_score_batch(loaded):
 @pytest.mark.parametrize("level", [*LEVEL_NAMES, 2])
 def test_force_level_reconstructs_with_an_all_level_map(loaded, level):
     model, prior, _, x, ci = loaded
-    base = explore.explain_image(model, prior, x, ci)
-    res = explore.explain_image(model, prior, x, ci, force_level=level)
+    raw = ScoreConfig(smooth_sigma=0.0)  # compare with the unsmoothed product
+    base = explore.explain_image(model, prior, x, ci, score_cfg=raw)
+    res = explore.explain_image(model, prior, x, ci, force_level=level, score_cfg=raw)
     k = LEVEL_NAMES.index(level) if isinstance(level, str) else level
     assert res["force_level"] == k and (res["recon_levels"] == k).all()
     with torch.no_grad():
@@ -89,7 +90,7 @@ def test_routing_temperature_sampling_is_seeded(loaded):
 
 def test_without_prior_the_routed_reconstruction_is_scored(loaded):
     model, _, _, x, _ = loaded
-    res = explore.explain_image(model, None, x)
+    res = explore.explain_image(model, None, x, score_cfg=ScoreConfig(smooth_sigma=0.0))
     assert res["prior_levels"] is None and res["budget_ce"] is None and res["recon_prior"] is None
     np.testing.assert_array_equal(res["recon"], res["recon_routed"])
     np.testing.assert_allclose(res["score_map"], res["rec_map"])

@@ -16,7 +16,7 @@ import torch
 from pvqae.data.images import load_image
 from pvqae.errors import DataError
 from pvqae.score_cli import CSV_COLUMNS, find_model_files, load_bundle, score_images
-from pvqae.scoring import score_batch
+from pvqae.scoring import ScoreConfig, score_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,10 +90,11 @@ def test_cli_scores_every_class_folder_and_flat_model_dir(tiny_reports, tmp_path
 
 def test_no_prior_scores_the_routed_reconstruction_error(tiny_reports, tmp_path):
     img = _syn(tiny_reports) / "printed" / "test" / "good" / "000.png"
-    rows = score_images(tiny_reports / "models", [img], tmp_path, use_prior=False, heatmaps=False, progress=False)
+    rows = score_images(tiny_reports / "models", [img], tmp_path, use_prior=False, heatmaps=False, progress=False,
+                        score_cfg=ScoreConfig(smooth_sigma=0.0))
     r = _read_csv(tmp_path / "scores.csv")[0]
     assert r["frac_coarse_prior"] == "" and r["max_budget_ce"] == ""
-    assert rows[0]["image_score"] == pytest.approx(rows[0]["max_rec_error"])
+    assert rows[0]["image_score"] == pytest.approx(rows[0]["max_rec_error"])  # unsmoothed: S = S_rec
 
 
 def test_seeded_model_folder_uses_the_lowest_training_seed(tiny_reports, tmp_path):

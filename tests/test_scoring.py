@@ -20,6 +20,7 @@ from pvqae.scoring import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIZE = 32
+RAW = ScoreConfig(smooth_sigma=0.0)  # maps as computed, without the shared smoothing
 G = 8  # coarse grid of the tiny config
 ROWS, COLS = slice(8, 16), slice(4, 12)  # the badly reconstructed square
 
@@ -162,7 +163,7 @@ def test_score_is_zero_where_reconstruction_is_perfect():
     model = StubModel(routed)
     prior = StubPrior(_probs())
     x = _x()
-    out = score_batch(model, x, prior=prior)
+    out = score_batch(model, x, prior=prior, cfg=RAW)
     outside = torch.ones(SIZE, SIZE, dtype=torch.bool)
     outside[ROWS, COLS] = False
     assert (out.budget_map > 0).all()  # the budget term is non-zero everywhere...
@@ -178,7 +179,7 @@ def test_score_is_budget_times_rec_with_nearest_upsampling():
     prior = StubPrior(probs)
     x = _x()
     cls = torch.tensor([0, 1])
-    out = score_batch(model, x, class_index=cls, prior=prior)
+    out = score_batch(model, x, class_index=cls, prior=prior, cfg=RAW)
 
     # the prior sees the routed budget and the class index; reconstruction uses argmax p
     assert torch.equal(prior.calls[0][0], routed) and prior.calls[0][1] is cls
@@ -206,20 +207,22 @@ def test_score_topk_smoothing_and_combine_options():
         x, StubModel(routed)(x, mode="given", level_map=probs.argmax(1)).recon)
 
     out = score_batch(StubModel(routed), x, prior=StubPrior(probs),
-                      cfg=ScoreConfig(image_score="topk", topk_fraction=0.05))
+                      cfg=ScoreConfig(image_score="topk", topk_fraction=0.05, smooth_sigma=0.0))
     k = round(0.05 * SIZE * SIZE)
     torch.testing.assert_close(out.image_score, expected.flatten(1).topk(k, 1).values.mean(1))
 
-    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(smooth_sigma=1.0))
-    torch.testing.assert_close(out.score_map, gaussian_blur(expected, 1.0))
-    torch.testing.assert_close(out.image_score, gaussian_blur(expected, 1.0).flatten(1).max(1).values)
+    cfg = ScoreConfig(smooth_sigma=8.0)  # at 256 px; scaled to the map size
+    sigma = 8.0 * SIZE / 256
+    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=cfg)
+    torch.testing.assert_close(out.score_map, gaussian_blur(expected, sigma))
+    torch.testing.assert_close(out.image_score, gaussian_blur(expected, sigma).flatten(1).max(1).values)
 
-    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(combine="rec"))
+    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(combine="rec", smooth_sigma=0.0))
     torch.testing.assert_close(out.score_map, out.rec_map)
-    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(combine="budget"))
+    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(combine="budget", smooth_sigma=0.0))
     torch.testing.assert_close(out.score_map, _manual_budget_px(probs, routed))
 
-    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(budget_upsample="bilinear"))
+    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(budget_upsample="bilinear", smooth_sigma=0.0))
     bil = F.interpolate(out.budget_map[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(out.score_map, bil * out.rec_map)
 
@@ -231,7 +234,7 @@ def test_no_prior_scores_routed_reconstruction():
     routed = _routed()
     model = StubModel(routed)
     x = _x()
-    out = score_batch(model, x, prior=None)
+    out = score_batch(model, x, prior=None, cfg=RAW)
     assert [m for m, _ in model.calls] == ["dynamic"]
     assert torch.equal(out.budget_map, torch.ones(2, G, G))
     rec = torch.zeros(2, SIZE, SIZE)
@@ -245,7 +248,7 @@ def test_no_prior_scores_routed_reconstruction():
 def test_static_model_scores_rec():
     model = StubModel(_routed(), static=True)
     x = _x()
-    out = score_batch(model, x, prior=StubPrior(_probs()))
+    out = score_batch(model, x, prior=StubPrior(_probs()), cfg=RAW)
     assert out.routed_levels is None and out.prior_levels is None and out.prior_probs is None
     assert torch.equal(out.budget_map, torch.ones(2, G, G))
     torch.testing.assert_close(out.score_map, out.rec_map)
@@ -259,7 +262,7 @@ def test_real_model_without_prior_and_static():
     torch.manual_seed(0)
     model = PVQAE(_cfg()).eval()
     x = _x()
-    out = score_batch(model, x)
+    out = score_batch(model, x, cfg=RAW)
     ref = model(x, mode="dynamic")
     torch.testing.assert_close(out.score_map, reconstruction_error(x, ref.recon))
     assert torch.equal(out.routed_levels, ref.routing.levels)
@@ -268,7 +271,7 @@ def test_real_model_without_prior_and_static():
 
     torch.manual_seed(0)
     static = PVQAE(_cfg(levels=(1,))).eval()
-    out = score_batch(static, x)
+    out = score_batch(static, x, cfg=RAW)
     torch.testing.assert_close(out.score_map, reconstruction_error(x, static(x).recon))
     assert out.routed_levels is None
     assert out.budget_map.shape == (2, G, G)
@@ -279,7 +282,7 @@ def test_real_model_with_prior_reconstructs_with_prior_levels():
     model = PVQAE(_cfg()).eval()
     x = _x()
     probs = _probs()
-    out = score_batch(model, x, prior=StubPrior(probs))
+    out = score_batch(model, x, prior=StubPrior(probs), cfg=RAW)
     ref = model(x, mode="given", level_map=probs.argmax(1))
     torch.testing.assert_close(out.recon, ref.recon)
     routed = model(x, mode="dynamic").routing.levels
@@ -301,7 +304,7 @@ def test_scoring_runs_encoder_and_decoder_channels_last_and_training_does_not(le
         return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
     x = torch.rand(2, 3, SIZE, SIZE)  # default layout, as the pipeline's splits hold them
-    out = score_batch(model, x)
+    out = score_batch(model, x, cfg=RAW)
     assert channels_last(seen["enc"]) and channels_last(seen["dec"])
     assert out.recon.is_contiguous() and out.rec_map.is_contiguous()  # callers get plain tensors
     model.train()(x)

@@ -5,9 +5,13 @@ images of all classes at once (the paper trains one model per dataset for every 
 scored on the test split at the model's image size, and evaluated with
 :func:`pvqae.pipeline.evaluate_scores` (image/pixel AUROC, AUPRO, F1-max). The static
 VQ-VAE baseline (VQ-E style) is PVQAE's own autoencoder with one fixed level, trained by
-the pretrain stage.
+the pretrain stage. The median-filter residual (no training) is the floor of every table.
 
-PatchCore and PaDiM need an ImageNet-pretrained WideResNet-50-2. Without weights they do
+Every method's raw map gets the same post-processing (:func:`pvqae.scoring.postprocess`,
+the ``evaluate.score`` params): the smoothing and image-score rule PVQAE is scored with.
+
+PatchCore and PaDiM stand on a frozen ImageNet backbone (``baselines.backbone``,
+EfficientNet-Lite0 from its installed weights package by default). Without weights they do
 not run: :func:`run_method` is never called for them and the table says
 "not run: no pretrained weights" (random weights are for tests only).
 """
@@ -23,62 +27,70 @@ import torch
 from tqdm.auto import tqdm
 
 from pvqae import pipeline
+from pvqae.backbones import FeatureExtractor
 from pvqae.baselines.ae_ssim import AESSIM, AESSIMConfig, train_ae_ssim
-from pvqae.baselines.backbones import WideResNet50_2
 from pvqae.baselines.common import BaselineOutput
+from pvqae.baselines.median_filter import MedianFilterResidual
 from pvqae.baselines.padim import PaDiM
 from pvqae.baselines.patchcore import PatchCore
 from pvqae.checkpoint import save_checkpoint
+from pvqae.scoring import ScoreConfig, postprocess
 from pvqae.study import aggregate_seeds, seed_dir
 
-METHODS = ("ae_ssim", "patchcore", "padim")
+METHODS = ("median_filter", "ae_ssim", "patchcore", "padim")
 NEEDS_BACKBONE = ("patchcore", "padim")
 
 
 @torch.no_grad()
-def score_split(score: Callable[[torch.Tensor], BaselineOutput], split: dict, batch_size: int = 16,
-                progress: bool = True, desc: str = "score") -> dict:
-    """Score a split in batches with ``score(images) -> BaselineOutput``; the same keys as
-    :func:`pvqae.pipeline.score_split` (no routed/prior levels)."""
+def score_split(score: Callable[[torch.Tensor], BaselineOutput], split: dict, post: ScoreConfig,
+                batch_size: int = 16, progress: bool = True, desc: str = "score") -> dict:
+    """Score a split in batches with ``score(images) -> BaselineOutput`` (raw maps), apply the
+    shared post-processing ``post``; the same keys as :func:`pvqae.pipeline.score_split` (no
+    routed/prior levels)."""
     n = len(split["image"])
     maps, img = [], []
     t0 = time.perf_counter()
     for i in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, mininterval=5):
-        out = score(split["image"][i:i + batch_size])
-        maps.append(out.score_map.float().numpy())
-        img.append(out.image_score.float().numpy())
+        smap, image_score = postprocess(score(split["image"][i:i + batch_size]).score_map.float(), post)
+        maps.append(smap.numpy())
+        img.append(image_score.numpy())
     secs = time.perf_counter() - t0
     return {"maps": np.concatenate(maps), "image": np.concatenate(img), "rec": None, "routed": None, "prior": None,
             "seconds": secs, "images_per_second": n / secs if secs > 0 else None}
 
 
-def build(method: str, bparams: dict, data: dict, seed: int, backbone: WideResNet50_2 | None = None):
+def build(method: str, bparams: dict, data: dict, seed: int, backbone: FeatureExtractor | None = None):
     """The untrained/unfitted model of a method from the ``baselines`` params section."""
+    if method == "median_filter":
+        return MedianFilterResidual(int(bparams["median_filter"]["kernel"]))
     if method == "ae_ssim":
         cfg = AESSIMConfig.from_dict(bparams["ae_ssim"])
         torch.manual_seed(seed)
         return AESSIM.from_config(cfg, int(data["image_size"]), int(data["channels"]))
     if method in NEEDS_BACKBONE and backbone is None:
-        raise ValueError(f"{method} needs an ImageNet-pretrained WideResNet-50-2 (baselines.backbone_weights)")
+        raise ValueError(f"{method} needs an ImageNet-pretrained backbone (baselines.backbone, "
+                         f"baselines.backbone_weights)")
     if method == "patchcore":
         p = bparams["patchcore"]
-        return PatchCore(backbone, coreset_ratio=float(p["coreset_ratio"]), projection_dim=int(p["projection_dim"]),
-                         feature_dim=p.get("feature_dim"), smooth_sigma=float(p["smooth_sigma"]), seed=seed)
+        return PatchCore(backbone, strides=tuple(p["strides"]), coreset_ratio=float(p["coreset_ratio"]),
+                         projection_dim=int(p["projection_dim"]), feature_dim=p.get("feature_dim"), seed=seed)
     if method == "padim":
         p = bparams["padim"]
-        return PaDiM(backbone, dims=p.get("dims"), smooth_sigma=float(p["smooth_sigma"]), seed=seed)
+        return PaDiM(backbone, strides=tuple(p["strides"]), dims=p.get("dims"), seed=seed)
     raise ValueError(f"unknown baseline {method!r}; baselines are {', '.join(METHODS)}")
 
 
 def run_method(method: str, bparams: dict, data: dict, train: dict, test: dict, ev: dict, seed: int,
-               out_dir: Path, backbone: WideResNet50_2 | None = None, progress: bool = True) -> tuple[dict, dict, dict]:
+               out_dir: Path, backbone: FeatureExtractor | None = None, progress: bool = True) -> tuple[dict, dict, dict]:
     """Train/fit one baseline for one seed, score the test split, compute the metrics.
 
     Returns (scores, results, summary); writes ``out_dir/<method>.pt``.
     """
     out_dir = Path(out_dir)
     model = build(method, bparams, data, seed, backbone)
-    if method == "ae_ssim":
+    if method == "median_filter":
+        summary = {"seconds": 0.0, "kernel": model.kernel}
+    elif method == "ae_ssim":
         cfg = AESSIMConfig.from_dict(bparams["ae_ssim"])
         stream = pipeline.train_stream(train, cfg.batch_size, seed, cfg.augment_jitter)
         summary = train_ae_ssim(model, stream, cfg, out_dir, method, seed, progress=progress)
@@ -86,15 +98,16 @@ def run_method(method: str, bparams: dict, data: dict, train: dict, test: dict, 
         summary = model.fit(train["image"], batch_size=ev["batch_size"], progress=progress)
         save_checkpoint(out_dir / f"{method}.pt", {"model": model.state_dict(), "seed": seed, "method": method})
     model.eval()
-    scores = score_split(model.score if method == "ae_ssim" else model, test, ev["batch_size"], progress,
-                         desc=f"{method} seed {seed}")
+    scores = score_split(model.score if method == "ae_ssim" else model, test, ScoreConfig.from_dict(ev["score"]),
+                         ev["batch_size"], progress, desc=f"{method} seed {seed}")
     results = pipeline.evaluate_scores(test, scores, ev["fpr_limit"])
     results["inference_images_per_second"] = scores["images_per_second"]
+    results["scoring_seconds"] = scores["seconds"]
     return scores, results, summary
 
 
 def run_all(methods: list[str], bparams: dict, data: dict, train: dict, test: dict, ev: dict, seeds: list[int],
-            out_dir: Path, backbone: WideResNet50_2 | None, backbone_status: str, progress: bool = True) -> dict:
+            out_dir: Path, backbone: FeatureExtractor | None, backbone_status: str, progress: bool = True) -> dict:
     """Every method for every seed: ``{"status", "results" (mean ± std over seeds),
     "per_seed", "training"}``. A method needing the backbone when there is none is not run
     and its status is the backbone's (e.g. "not run: no pretrained weights")."""

@@ -1,19 +1,20 @@
 """PaDiM (Defard et al., "PaDiM: a Patch Distribution Modeling Framework for Anomaly
 Detection and Localization", ICPR 2021).
 
-Training images -> frozen ImageNet WideResNet-50-2 -> ``layer1`` (stride 4), ``layer2`` and
-``layer3`` features, the deeper ones upsampled (nearest, like the reference's embedding
-concatenation) to ``layer1``'s grid and concatenated (1792 channels) -> a fixed random
-subset of ``dims`` (550) channels -> per grid position a Gaussian: mean and covariance over
-the training images, regularised with ``cov_eps`` (0.01) * I; the inverse covariances are
-stored.
+Training images -> frozen ImageNet backbone (``pvqae.backbones``; EfficientNet-Lite0 by
+default, the paper's WideResNet-50-2 when its file is given) -> the stride-4, 8 and 16
+endpoints (WRN50's ``layer1``-``layer3``), the deeper ones upsampled (nearest, like the
+reference's embedding concatenation) to the stride-4 grid and concatenated (WRN50 1792
+channels, Lite0 176) -> a fixed random subset of ``dims`` channels (550 of WRN50's; all of
+Lite0's) -> per grid position a Gaussian: mean and covariance over the training images,
+regularised with ``cov_eps`` (0.01) * I; the inverse covariances are stored.
 
 Test image -> same embedding -> Mahalanobis distance to each position's Gaussian -> grid
-upsampled bilinearly to the input size -> Gaussian blur (sigma 4) -> pixel map; the image
-score is the max of the map.
+upsampled bilinearly to the input size: the raw pixel map. Smoothing and the image score are
+the study's shared post-processing (``pvqae.scoring.postprocess``).
 
 Memory: the inverse covariances are P x dims x dims float32 for P = (S / 4)^2 positions,
-about 5 GB at 256 px with 550 channels (``PaDiM.memory_mb``). They are accumulated batch by
+about 5 GB at 256 px with 550 channels, 0.5 GB with Lite0's 176 (``PaDiM.memory_mb``). They are accumulated batch by
 batch (shifted sums of outer products, one batched matmul per batch) and inverted a chunk
 of positions at a time, so training features are never all held in memory.
 """
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pvqae.baselines.backbones import WideResNet50_2
+from pvqae.backbones import FeatureExtractor
 from pvqae.baselines.common import (
     BaselineOutput,
     FrozenBackboneModel,
@@ -45,30 +46,27 @@ def random_channels(total: int, dims: int | None, seed: int) -> torch.Tensor:
 
 
 class PaDiM(FrozenBackboneModel):
-    """PaDiM on a frozen WideResNet-50-2 (defaults: the paper's / reference's).
+    """PaDiM on a frozen ImageNet backbone (defaults: the paper's / reference's).
 
     Args:
-        backbone: the ImageNet WideResNet-50-2 (``backbones.load_backbone``); kept frozen in
+        backbone: a ``pvqae.backbones`` feature extractor (``load_backbone``); kept frozen in
             eval mode and NOT part of ``state_dict()`` (which holds the channel subset, means
             and inverse covariances); loading a state dict keeps the current backbone.
-        layers: backbone layers, shallow first; deeper ones are upsampled to the first's grid.
+        strides: backbone endpoints, shallow first; deeper ones are upsampled to the first's grid.
         dims: size of the random channel subset (550 for WRN-50-2; None = all channels).
         cov_eps: covariance regularisation, ``cov + cov_eps * I``.
-        smooth_sigma: Gaussian blur of the pixel map (4; 0 = off).
         seed: seeds the channel subset.
         chunk_size: grid positions per batched inversion / Mahalanobis product.
     """
 
-    def __init__(self, backbone: WideResNet50_2, layers: tuple[str, ...] = ("layer1", "layer2", "layer3"),
-                 dims: int | None = 550, cov_eps: float = 0.01, smooth_sigma: float = 4.0, seed: int = 0,
-                 chunk_size: int = 256):
+    def __init__(self, backbone: FeatureExtractor, strides: tuple[int, ...] = (4, 8, 16),
+                 dims: int | None = 550, cov_eps: float = 0.01, seed: int = 0, chunk_size: int = 256):
         super().__init__(backbone, resizable=("mean", "cov_inv"))
-        self.layers = tuple(layers)
+        self.strides = tuple(strides)
         self.cov_eps = cov_eps
-        self.smooth_sigma = smooth_sigma
         self.seed = seed
         self.chunk_size = chunk_size
-        total = sum(backbone.channels[name] for name in self.layers)
+        total = sum(backbone.endpoints[s] for s in self.strides)
         self.register_buffer("channel_index", random_channels(total, dims, seed))
         d = len(self.channel_index)
         self.register_buffer("mean", torch.zeros(0, d))  # (P, d) after fit
@@ -76,11 +74,11 @@ class PaDiM(FrozenBackboneModel):
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Embeddings (N, h, w, d) of images (N, C, S, S) in [0, 1] on the first layer's grid (h = ceil(S / 4))."""
-        feats = self.backbone.feature_layers(images.to(self.device), self.layers)
-        grid = feats[self.layers[0]].shape[-2:]
+        """Embeddings (N, h, w, d) of images (N, C, S, S) in [0, 1] on the first endpoint's grid (h = ceil(S / 4))."""
+        feats = self.backbone.features(images.to(self.device), self.strides)
+        grid = feats[self.strides[0]].shape[-2:]
         emb = torch.cat([f if f.shape[-2:] == grid else F.interpolate(f, size=grid, mode="nearest")
-                         for f in (feats[name] for name in self.layers)], 1)
+                         for f in (feats[s] for s in self.strides)], 1)
         emb = emb.index_select(1, self.channel_index)
         return emb.permute(0, 2, 3, 1)
 
@@ -129,16 +127,16 @@ class PaDiM(FrozenBackboneModel):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> BaselineOutput:
-        """Pixel score maps (N, S, S) and image scores (N,) of images (N, C, S, S) in [0, 1]."""
+        """Raw pixel score maps (N, S, S) and their max (N,) of images (N, C, S, S) in [0, 1]."""
         if len(self.mean) == 0:
             raise RuntimeError("PaDiM is not fitted: call fit() or load_state_dict() first")
         emb = self.embed(images)
         n, h, w, d = emb.shape
         dist = self.mahalanobis(emb.reshape(n, h * w, d)).view(n, h, w)
-        return patch_scores_to_output(dist, tuple(images.shape[-2:]), self.smooth_sigma)
+        return patch_scores_to_output(dist, tuple(images.shape[-2:]))
 
     @staticmethod
-    def memory_mb(image_size: int, dims: int = 550, stride: int = WideResNet50_2.strides["layer1"]) -> float:
+    def memory_mb(image_size: int, dims: int = 550, stride: int = 4) -> float:
         """MB of the fitted float32 state (means + inverse covariances) from the architecture:
         ceil(S / 4)^2 positions x (dims + dims^2) floats."""
         positions = math.ceil(image_size / stride) ** 2

@@ -1,22 +1,25 @@
 """PatchCore (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022).
 
-Training images -> frozen ImageNet WideResNet-50-2 -> ``layer2`` (stride 8) and ``layer3``
-(stride 16) features, each averaged over its 3x3 neighbourhood (locally aware patch
-features) -> ``layer3`` upsampled bilinearly to ``layer2``'s grid -> channel dimension
-reduced by adaptive average pooling to ``feature_dim`` (1024) -> one vector per stride-8
-position and image: the memory bank. Greedy k-center coreset subsampling keeps
+Training images -> frozen ImageNet backbone (``pvqae.backbones``; EfficientNet-Lite0 by
+default, the paper's WideResNet-50-2 when its file is given) -> the stride-8 and stride-16
+endpoints (WRN50's ``layer2`` and ``layer3``), each averaged over its 3x3 neighbourhood
+(locally aware patch features) -> the stride-16 map upsampled bilinearly to the stride-8
+grid -> channel dimension reduced by adaptive average pooling to ``feature_dim`` (1024) ->
+one vector per stride-8 position and image: the memory bank. Greedy k-center coreset subsampling keeps
 ``coreset_ratio`` (10 %) of the bank, chosen on a sparse random projection to
 ``projection_dim`` (128) dimensions.
 
 Test image -> same patch features -> Euclidean distance of each to its nearest bank vector
--> patch score grid -> bilinear upsampling to the input size -> Gaussian blur (sigma 4) ->
-pixel map; the image score is the max of the map (the paper's neighbourhood re-weighting of
-the image score is not used).
+-> patch score grid -> bilinear upsampling to the input size: the raw pixel map. Smoothing
+and the image score are the study's shared post-processing (``pvqae.scoring.postprocess``,
+applied by the harness to every method; the paper's neighbourhood re-weighting of the image
+score is not used).
 
 Channel reduction follows the reference code (amazon-science/patchcore-inspection): each
 layer's features are adaptive-average-pooled to ``feature_dim`` channels, the two are
-concatenated and pooled again to ``feature_dim``, so both layers get equal weight (with
-1024: layer2's 512 channels as they are, layer3's 1024 averaged in pairs). The 3x3
+concatenated and pooled again to ``feature_dim``, so both layers get equal weight (WRN50 with
+1024: layer2's 512 channels as they are, layer3's 1024 averaged in pairs; EfficientNet-Lite0's
+40 and 112 channels are each spread over 1024 before the pairs are averaged). The 3x3
 neighbourhood average uses zero padding at the border, like the reference's unfold.
 """
 
@@ -30,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from pvqae.baselines.backbones import WideResNet50_2
+from pvqae.backbones import FeatureExtractor
 from pvqae.baselines.common import (
     BaselineOutput,
     FrozenBackboneModel,
@@ -92,55 +95,62 @@ def greedy_coreset(x: torch.Tensor, n: int, seed: int = 0, start: int | None = N
 
 def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """(Q,) Euclidean distance of each query (Q, D) to its nearest row of ``bank`` (M, D),
-    ``chunk_size`` queries at a time (peak memory chunk_size * M floats)."""
-    return torch.cat([torch.cdist(q, bank).min(1).values for q in queries.split(chunk_size)])
+    ``chunk_size`` queries at a time (peak memory chunk_size * M floats).
+
+    The nearest row is found with ``torch.cdist`` (its matrix-multiply expansion
+    ``|q|^2 - 2 q.b + |b|^2``, fast but with cancellation error of order eps * |q|^2), and its
+    distance is then recomputed directly as ``|q - b|``, so a query equal to a bank row scores
+    exactly 0 and small distances keep their relative precision."""
+    out = []
+    for q in queries.split(chunk_size):
+        idx = torch.cdist(q, bank).argmin(1)
+        out.append((q - bank[idx]).norm(dim=1))
+    return torch.cat(out)
 
 
 class PatchCore(FrozenBackboneModel):
-    """PatchCore on a frozen WideResNet-50-2 (defaults: the paper's / reference's).
+    """PatchCore on a frozen ImageNet backbone (defaults: the paper's / reference's).
 
     Args:
-        backbone: the ImageNet WideResNet-50-2 (``backbones.load_backbone``); kept frozen in
+        backbone: a ``pvqae.backbones`` feature extractor (``load_backbone``); kept frozen in
             eval mode. It is NOT part of ``state_dict()``: the state dict is the fitted
-            memory bank only (the backbone is the public torchvision file); loading a state
+            memory bank only (the backbone's weights are a public file); loading a state
             dict keeps the current backbone.
-        layers: backbone layers, shallow first; deeper ones are upsampled to the first's grid.
+        strides: backbone endpoints, shallow first; deeper ones are upsampled to the first's grid.
         coreset_ratio: fraction of the training patch features kept (1.0 = the full bank).
         projection_dim: dimension of the sparse random projection the coreset is chosen on.
         feature_dim: channel dimension after adaptive average pooling (None = concatenation
-            of the layers' channels, 1536 for layer2 + layer3).
+            of the endpoints' channels: 1536 for WRN50's layer2 + layer3, 152 for Lite0's).
         neighbourhood: side of the local average pooling window (3; 1 = off).
-        smooth_sigma: Gaussian blur of the pixel map (4; 0 = off).
         seed: seeds the projection and the coreset's first pick.
         chunk_size: test patches per ``torch.cdist`` call (memory: chunk_size x bank size floats).
     """
 
-    def __init__(self, backbone: WideResNet50_2, layers: tuple[str, ...] = ("layer2", "layer3"),
+    def __init__(self, backbone: FeatureExtractor, strides: tuple[int, ...] = (8, 16),
                  coreset_ratio: float = 0.1, projection_dim: int = 128, feature_dim: int | None = 1024,
-                 neighbourhood: int = 3, smooth_sigma: float = 4.0, seed: int = 0, chunk_size: int = 1024):
+                 neighbourhood: int = 3, seed: int = 0, chunk_size: int = 1024):
         super().__init__(backbone, resizable=("memory_bank",))
         if not 0 < coreset_ratio <= 1:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
-        self.layers = tuple(layers)
+        self.strides = tuple(strides)
         self.coreset_ratio = coreset_ratio
         self.projection_dim = projection_dim
         self.feature_dim = feature_dim
         self.neighbourhood = neighbourhood
-        self.smooth_sigma = smooth_sigma
         self.seed = seed
         self.chunk_size = chunk_size
-        dim = feature_dim or sum(backbone.channels[name] for name in self.layers)
+        dim = feature_dim or sum(backbone.endpoints[s] for s in self.strides)
         self.register_buffer("memory_bank", torch.zeros(0, dim))
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Locally aware patch features (N, h, w, D) of images (N, C, S, S) in [0, 1]; h = ceil(S / 8)."""
-        feats = self.backbone.feature_layers(images.to(self.device), self.layers)
-        grid = feats[self.layers[0]].shape[-2:]
+        feats = self.backbone.features(images.to(self.device), self.strides)
+        grid = feats[self.strides[0]].shape[-2:]
         pool = nn.AvgPool2d(self.neighbourhood, stride=1, padding=self.neighbourhood // 2)
         per_layer = []
-        for name in self.layers:
-            f = pool(feats[name]) if self.neighbourhood > 1 else feats[name]
+        for stride in self.strides:
+            f = pool(feats[stride]) if self.neighbourhood > 1 else feats[stride]
             if f.shape[-2:] != grid:
                 f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
             f = f.permute(0, 2, 3, 1)  # (N, h, w, C)
@@ -177,19 +187,19 @@ class PatchCore(FrozenBackboneModel):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> BaselineOutput:
-        """Pixel score maps (N, S, S) and image scores (N,) of images (N, C, S, S) in [0, 1]."""
+        """Raw pixel score maps (N, S, S) and their max (N,) of images (N, C, S, S) in [0, 1]."""
         if len(self.memory_bank) == 0:
             raise RuntimeError("PatchCore has an empty memory bank: call fit() or load_state_dict() first")
         emb = self.embed(images)
         n, h, w, d = emb.shape
         dist = nearest_distance(emb.reshape(-1, d), self.memory_bank, self.chunk_size).view(n, h, w)
-        return patch_scores_to_output(dist, tuple(images.shape[-2:]), self.smooth_sigma)
+        return patch_scores_to_output(dist, tuple(images.shape[-2:]))
 
     @staticmethod
     def memory_bank_mb(n_train_images: int, image_size: int, coreset_ratio: float = 0.1,
-                       feature_dim: int = 1024, stride: int = WideResNet50_2.strides["layer2"]) -> dict:
+                       feature_dim: int = 1024, stride: int = 8) -> dict:
         """Size of the float32 memory bank from the architecture, without running anything:
-        one ``feature_dim`` vector per stride-8 (layer2) position of every training image
+        one ``feature_dim`` vector per stride-8 position of every training image
         (ceil(S / 8) squared positions, the network's conv arithmetic), before and after the
         coreset. The speed/size benchmark (``pvqae.benchmark``) reports this figure."""
         positions = math.ceil(image_size / stride) ** 2

@@ -175,7 +175,10 @@ def _mask_array(im: Image.Image, path: Path) -> np.ndarray:
 
 def load_mask(path: str | Path, size: int, image_size_hw: tuple[int, int] | None = None, *,
               threshold: int | None = None, image_path: str | Path | None = None) -> np.ndarray:
-    """Read a mask as ``(size, size)`` bool (NEAREST resize).
+    """Read a mask as ``(size, size)`` bool: resized by area (each target pixel the fraction
+    of its source footprint that is defect), then thresholded at 0.5. Unlike nearest
+    neighbour, this keeps a thin structure connected when it covers at least half of the
+    target pixels it crosses, instead of keeping whichever source pixels the sampling grid hits.
 
     The file must be binary ({0,255} or {0,1}); grey masks raise DataError naming the file
     and its distinct values unless ``threshold`` is given. If ``image_size_hw`` (the image's
@@ -197,10 +200,14 @@ def load_mask(path: str | Path, size: int, image_size_hw: tuple[int, int] | None
         raise DataError(f"cannot decode mask {path} ({type(e).__name__}: {e}); "
                         f"{_fix()}") from e
     if m.shape != (size, size):
-        small = Image.fromarray(m.astype(np.uint8) * 255).resize((size, size),
-                                                                 Image.Resampling.NEAREST)
-        m = np.asarray(small) > 127
+        m = resize_mask(m, size)
     return m
+
+
+def resize_mask(m: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) bool -> (size, size) bool: area (box-filter) resize of the 0/1 mask, then >= 0.5."""
+    frac = Image.fromarray(m.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BOX)
+    return np.asarray(frac) >= 0.5
 
 
 def load_sample(sample: Sample, size: int, channels: int = 3,
