@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.accuracy:
             res = benchmark.accuracy(repo_path("reports"))
             print(benchmark.write(res, repo_path(args.out)))
-            print(json.dumps({k: res[k] for k in ("dataset", "profile", "seeds", "training_seconds", "met")}, indent=1))
+            print(json.dumps({k: res[k] for k in ("dataset", "profile", "seeds", "training_seconds", "met") if k in res}, indent=1))
+            if "baselines" in res:
+                print(json.dumps({m: r["mean"] for m, r in res["baselines"]["methods"].items()}, indent=1))
             return 0
         for prof in args.profile or ["default"]:
             res = benchmark.run(prof, tuple(args.batch_size or (2, 4, 8)), n_train=args.n_train,

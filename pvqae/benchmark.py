@@ -1,10 +1,13 @@
 """Benchmarks that write ``reports/benchmarks/*.json`` (kept in git, shown in the README).
 
-**Accuracy** (``python -m pvqae benchmark --accuracy``, after ``dvc repro evaluate`` on a
-dataset): reads the run's outputs and records dataset, profile, seeds, machine, training
-and stage wall times, PVQAE's and the static VQ's metrics (mean ± std over seeds, per
-class), the paper's numbers for that dataset (labelled), and whether the targets are met:
-``accuracy_<dataset>_<profile>.json``.
+**Accuracy** (``python -m pvqae benchmark --accuracy``, after ``dvc repro evaluate`` and/or
+``dvc repro baselines`` on a dataset): reads the run's outputs and records dataset, profile,
+seeds, machine, training and stage wall times, PVQAE's and the static VQ's metrics (mean ±
+std over seeds, per class), the paper's numbers for that dataset (labelled), and whether the
+targets are met: ``accuracy_<dataset>_<profile>.json``. The baselines stage's methods
+(median-filter floor, PatchCore and PaDiM on the named backbone, AE-SSIM) are recorded with
+their fit and scoring times, memory-bank sizes and margin over the floor; a run of the
+baselines alone is ``accuracy_<dataset>_<profile>_<size>px_baselines.json``.
 
 **Speed and size** (``python -m pvqae benchmark --profile paper``):
 ``reports/benchmarks/speed_size_<profile>_<size>px.json``.
@@ -164,6 +167,10 @@ def run(profile: str, batch_sizes: tuple[int, ...] = (2, 4, 8), repeats: int = 5
 
 # Issue targets for the cpu profile (real data, 2 cores); the paper's numbers are in paper_numbers.yaml.
 TARGETS = {"image_auroc": 0.95, "pixel_auroc": 0.93, "training_seconds": 3600.0, "pvqae_minus_static_image_auroc": 0.02}
+# PatchCore on ImageNet EfficientNet-Lite0 must show that the harness measures a working detector.
+BASELINE_TARGETS = {"mtsd": {"patchcore": {"image_auroc": 0.93, "pixel_auroc": 0.90}},
+                    "mvtec-bottle": {"patchcore": {"image_auroc": 0.99}}}
+FLOOR = "median_filter"
 
 
 def auroc_by_defect(reports: Path, manifest: dict, seeds: list[int],
@@ -222,29 +229,22 @@ def codes_per_image(reports: Path, manifest: dict, params: dict) -> dict:
     return out
 
 
-def accuracy(reports: Path, params: dict | None = None, targets: dict | None = None) -> dict:
-    """Accuracy benchmark record of a finished run (``reports/`` after ``dvc repro evaluate``).
-
-    Training seconds of PVQAE = pre-training + budget learning + prior learning of one seed
-    (mean over seeds), from the stages' summaries; the static VQ's are reported beside it.
-    """
+def _load(reports: Path, rel: str) -> dict:
     import json
 
+    path = reports / rel
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `dvc repro evaluate` or `dvc repro baselines` first "
+                                f"(on the dataset to benchmark)")
+    return json.loads(path.read_text())
+
+
+def _pvqae_record(reports: Path, manifest: dict, params: dict, targets: dict) -> dict:
+    """PVQAE's and the static VQ's part of the accuracy record (after ``dvc repro evaluate``)."""
     from pvqae.report import notebook_seconds, paper_table1
 
-    reports = Path(reports)
-    params = params or load_params()
-    targets = dict(targets or TARGETS)
-
-    def load(rel: str) -> dict:
-        path = reports / rel
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: run `dvc repro evaluate` first (on the dataset to benchmark)")
-        return json.loads(path.read_text())
-
-    manifest, ev = load("prepared/manifest.json"), load("metrics/evaluate.json")
-    pre, bud, pri = load("models/pretrain/summary.json"), load("models/budget/summary.json"), load(
-        "models/prior/summary.json")
+    ev = _load(reports, "metrics/evaluate.json")
+    pre, bud, pri = (_load(reports, f"models/{st}/summary.json") for st in ("pretrain", "budget", "prior"))
     seeds = ev["seeds"]
     pv_secs = [pre[f"seed{s}"]["pvqae_pretrain"]["train_seconds"] + bud[f"seed{s}"]["train_seconds"]
                + pri[f"seed{s}"].get("train_seconds", 0.0) for s in seeds]
@@ -257,11 +257,8 @@ def accuracy(reports: Path, params: dict | None = None, targets: dict | None = N
     paper = {cls: {m: v for m, v in p.items() if m in ("pvqae", "vq_e")} for cls, p in
              paper_table1(manifest["dataset"]).items() if cls in manifest["classes"]}
     return {
-        "benchmark": "accuracy", "dataset": manifest["dataset"], "root": manifest["root"],
         "image_auroc_by_defect": auroc_by_defect(reports, manifest, seeds),
-        "codes_per_image": codes_per_image(reports, manifest, params),
-        "classes": manifest["classes"], "counts": manifest["counts"], "image_size": manifest["image_size"],
-        "profile": params.get("profile"), "seeds": seeds, "machine": pipeline.machine_info(),
+        "codes_per_image": codes_per_image(reports, manifest, params), "seeds": seeds,
         "training_seconds": {"pvqae_pretrain_budget_prior": train_s, "static_vq": sum(st_secs) / len(st_secs),
                              "per_seed_pvqae": pv_secs},
         "stage_seconds": stages,
@@ -276,6 +273,70 @@ def accuracy(reports: Path, params: dict | None = None, targets: dict | None = N
     }
 
 
+def baselines_record(reports: Path, tag: str, params: dict) -> dict:
+    """The baselines stage's part of the accuracy record: per method its metrics (mean ± std
+    over seeds, per class), fit seconds, memory-bank / fitted-state size, scoring seconds and
+    images/s (mean over seeds), the margin of image / pixel AUROC over the median-filter floor,
+    and the targets of :data:`BASELINE_TARGETS` for this dataset with whether each is met."""
+    from pvqae.report import notebook_seconds
+
+    b = _load(reports, "metrics/baselines.json")
+    floor = b["results"].get(FLOOR, {}).get("mean")
+    methods = {}
+    for m, res in b["results"].items():
+        fits = list(b["training"].get(m, {}).values())
+        per_seed = list(b["per_seed"][m].values())
+
+        def mean_of(rows, key):
+            v = [r[key] for r in rows if r.get(key) is not None]
+            return sum(v) / len(v) if v else None
+
+        rec = {k: res[k] for k in ("mean", "std", "per_class", "n_seeds")}
+        rec.update({"fit_seconds": mean_of(fits, "seconds"), "scoring_seconds": mean_of(per_seed, "scoring_seconds"),
+                    "inference_images_per_second": res.get("inference_images_per_second")})
+        for key in ("bank_size", "bank_size_full", "bank_mb", "bank_mb_full", "mb", "feature_dim", "grid"):
+            if fits and key in fits[0]:
+                rec[key] = fits[0][key]
+        if floor is not None:
+            rec["margin_over_floor"] = {k: res["mean"][k] - floor[k] for k in ("image_auroc", "pixel_auroc")}
+        methods[m] = rec
+    targets = BASELINE_TARGETS.get(tag, {})
+    met = {f"{m}_{k}": methods[m]["mean"][k] >= v for m, t in targets.items() if m in methods for k, v in t.items()}
+    return {"backbone": b.get("backbone"), "backbone_status": b.get("backbone_status", b.get("backbone")),
+            "status": b["status"], "seeds": b["seeds"], "methods": methods,
+            "stage_seconds": notebook_seconds(reports / "executed" / "baselines.ipynb"),
+            "patchcore_params": params.get("baselines", {}).get("patchcore"),
+            "padim_params": params.get("baselines", {}).get("padim"),
+            "postprocess": {k: params.get("evaluate", {}).get("score", {}).get(k) for k in ("smooth_sigma", "image_score")},
+            "targets": targets, "met": met}
+
+
+def accuracy(reports: Path, params: dict | None = None, targets: dict | None = None) -> dict:
+    """Accuracy benchmark record of a finished run (``reports/`` after ``dvc repro evaluate``
+    and / or ``dvc repro baselines``); each part is present when its stage has run.
+
+    Training seconds of PVQAE = pre-training + budget learning + prior learning of one seed
+    (mean over seeds), from the stages' summaries; the static VQ's are reported beside it.
+    """
+    reports = Path(reports)
+    params = params or load_params()
+    targets = dict(targets or TARGETS)
+    manifest = _load(reports, "prepared/manifest.json")
+    has_pvqae = (reports / "metrics" / "evaluate.json").is_file()
+    has_baselines = (reports / "metrics" / "baselines.json").is_file()
+    if not (has_pvqae or has_baselines):
+        _load(reports, "metrics/evaluate.json")  # raises, naming what to run
+    out = {"benchmark": "accuracy", "dataset": manifest["dataset"], "root": manifest["root"],
+           "classes": manifest["classes"], "counts": manifest["counts"], "image_size": manifest["image_size"],
+           "profile": params.get("profile"), "machine": pipeline.machine_info()}
+    if has_pvqae:
+        out.update(_pvqae_record(reports, manifest, params, targets))
+    if has_baselines:
+        out["baselines"] = baselines_record(reports, dataset_tag(out), params)
+        out.setdefault("seeds", out["baselines"]["seeds"])
+    return out
+
+
 def accuracy_table(out_dir: Path) -> str:
     """Markdown table of every ``accuracy_*.json`` under ``out_dir``."""
     import json
@@ -286,8 +347,17 @@ def accuracy_table(out_dir: Path) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     kinds = ["", "Image AUROC per defect kind (each kind against the normal test images):", "",
              "| dataset | profile | method | class | image AUROC per defect kind |", "|---|---|---|---|---|"]
+    base = ["", "Baselines (the baselines stage: same data, splits, size, post-processing and metrics; margin = "
+            "AUROC points over the median-filter floor):", "",
+            "| dataset | profile | image | method | backbone | seeds | image / pixel AUROC | AUPRO "
+            "| margin over floor (image / pixel) | fit s | scoring img/s | bank / fitted MB | targets met | machine |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(Path(out_dir).glob("accuracy_*.json")):
         r = json.loads(p.read_text())
+        if "baselines" in r:
+            base += _baseline_rows(r)
+        if "pvqae" not in r:
+            continue
         pv, st = r["pvqae"]["mean"], r["static_vq"]["mean"]
         met = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["met"].items())
         steps = r.get("steps") or {}
@@ -302,7 +372,32 @@ def accuracy_table(out_dir: Path) -> str:
             for cls, v in per_class.items():
                 kinds.append(f"| {dataset_tag(r)} | {r['profile']} | {m} | {cls} | "
                              + ", ".join(f"{k} {100 * a:.1f}" for k, a in v.items()) + " |")
-    return "\n".join(rows + (kinds if len(kinds) > 5 else [])) + "\n"
+    return "\n".join(rows + (kinds if len(kinds) > 5 else []) + (base if len(base) > 5 else [])) + "\n"
+
+
+def _baseline_rows(r: dict) -> list[str]:
+    from pvqae.backbones import backbone_label
+
+    b = r["baselines"]
+    out = []
+    for m, rec in b["methods"].items():
+        mean, std = rec["mean"], rec["std"]
+        spread = (lambda k: f" ± {100 * std[k]:.1f}" if rec["n_seeds"] > 1 else "")
+        margin = rec.get("margin_over_floor")
+        margin = "-" if m == FLOOR or not margin else (f"{100 * margin['image_auroc']:+.1f} / "
+                                                       f"{100 * margin['pixel_auroc']:+.1f}")
+        mb = rec.get("bank_mb", rec.get("mb"))
+        met = ", ".join(f"{k.removeprefix(m + '_')} {'yes' if v else 'NO'}" for k, v in b["met"].items()
+                        if k.startswith(m + "_")) or "-"
+        fit = rec.get("fit_seconds")
+        ips = rec.get("inference_images_per_second")
+        out.append(f"| {dataset_tag(r)} | {r['profile']} | {r['image_size']} px | {m} "
+                   f"| {backbone_label(b['backbone']) if m in ('patchcore', 'padim') else '-'} | {b['seeds']} "
+                   f"| {100 * mean['image_auroc']:.1f}{spread('image_auroc')} / {100 * mean['pixel_auroc']:.1f}"
+                   f"{spread('pixel_auroc')} | {100 * mean['aupro']:.1f} | {margin} "
+                   f"| {'-' if fit is None else f'{fit:.0f}'} | {'-' if ips is None else f'{ips:.1f}'} "
+                   f"| {'-' if mb is None else f'{mb:.0f}'} | {met} | {r['machine']['cpu_count']} CPU |")
+    return out
 
 
 def _codes(r: dict) -> str:
@@ -322,8 +417,12 @@ def dataset_tag(result: dict) -> str:
 
 def write(result: dict, out_dir: Path) -> Path:
     """``accuracy_<dataset>_<profile>.json`` or ``speed_size_<profile>_<size>px.json`` under ``out_dir``."""
-    name = (f"accuracy_{dataset_tag(result)}_{result['profile']}" if result["benchmark"] == "accuracy"
-            else f"speed_size_{result['profile']}_{result['image_size']}px")
+    if result["benchmark"] == "accuracy":
+        name = f"accuracy_{dataset_tag(result)}_{result['profile']}"
+        if "pvqae" not in result:
+            name += f"_{result['image_size']}px_baselines"
+    else:
+        name = f"speed_size_{result['profile']}_{result['image_size']}px"
     path = Path(out_dir) / f"{name}.json"
     pipeline.write_json(result, path)
     return path

@@ -46,7 +46,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("variant", "07_budget_variant.py", ("seed", "seeds", "pretrain", "budget", "prior", "evaluate")),
     Stage("ablations", "08_ablations.py", ("seed", "seeds", "budget", "prior", "evaluate", "ablations")),
     Stage("figures", "09_qualitative.py", ("seed", "seeds", "figures")),
-    Stage("report", "10_report.py", ("seed", "seeds", "data", "budget", "prior", "ablations", "baselines")),
+    Stage("report", "10_report.py", ("seed", "seeds", "data", "budget", "prior", "evaluate", "ablations", "baselines")),
 ]}
 
 # Every file or folder a stage writes (declared as its outs in dvc.yaml; tests check it).

@@ -23,12 +23,26 @@ PAPER_FILE = Path(__file__).with_name("paper_numbers.yaml")
 METHODS: dict[str, tuple[str, str]] = {
     "pvqae": ("PVQAE", "pvqae"),
     "static_vq": ("static VQ (VQ-E style)", "vq_e"),
+    "median_filter": ("median-filter residual (floor)", "median_filter"),
     "ae_ssim": ("AE-SSIM", "ae_ssim"),
     "patchcore": ("PatchCore", "patchcore"),
     "padim": ("PaDiM", "padim"),
 }
+# methods on a pretrained backbone: their label names it; the paper's runs used WRN50
+ON_BACKBONE = ("patchcore", "padim")
+PAPER_BACKBONE = "WRN50"
+FLOOR = "median_filter"
 # which paper table rows a dataset of ours can be compared with
 PAPER_DATASETS = {"mvtec": "mvtec", "btad": "btad", "mtsd": "mtsd"}
+
+
+def method_label(method: str, backbone: str | None = None) -> str:
+    """Column / row label of a method; methods on a pretrained backbone name it
+    ("PatchCore (EfficientNet-Lite0)")."""
+    from pvqae.backbones import backbone_label
+
+    label = METHODS.get(method, (method, method))[0]
+    return f"{label} ({backbone_label(backbone)})" if backbone and method in ON_BACKBONE else label
 
 
 def paper_numbers() -> dict:
@@ -50,28 +64,29 @@ def _cell(r: dict, cls: str | None) -> str:
     return " / ".join(pm(mean.get(k), std.get(k), n) for k in ("image_auroc", "pixel_auroc", "aupro"))
 
 
-def table1_rows(classes: list[str], results: dict[str, dict | str]) -> list[dict]:
+def table1_rows(classes: list[str], results: dict[str, dict | str], backbone: str | None = None) -> list[dict]:
     """Table I (ours): one row per class and a mean row; one column per method holding
     ``image / pixel AUROC / AUPRO``; a method that did not run shows why (e.g.
-    "not run: no pretrained weights")."""
+    "not run: no pretrained weights"). Methods on ``backbone`` name it in their header."""
     rows = []
     for cls in list(classes) + [None]:
         row = {"class": cls if cls is not None else "mean"}
         for m, r in results.items():
-            label = METHODS.get(m, (m, m))[0]
-            row[label] = r if isinstance(r, str) else _cell(r, cls)
+            row[method_label(m, backbone)] = r if isinstance(r, str) else _cell(r, cls)
         rows.append(row)
     return rows
 
 
-def paper_rows(dataset: str, classes: list[str], results: dict[str, dict | str]) -> list[dict]:
+def paper_rows(dataset: str, classes: list[str], results: dict[str, dict | str],
+               backbone: str | None = None) -> list[dict]:
     """Paper vs ours for every (class, method) the paper reports: image and pixel AUROC,
     ours, paper and delta (ours - paper, points); plus a mean row per method over the
-    classes both have. Empty when the paper has no numbers for this dataset."""
+    classes both have. Empty when the paper has no numbers for this dataset. The
+    ``paper backbone`` column says what the paper's memory-based rows stood on (WRN50)."""
     paper = paper_table1(dataset)
     rows = []
     for m, r in results.items():
-        label, pkey = METHODS.get(m, (m, m))
+        label, pkey = method_label(m, backbone), METHODS.get(m, (m, m))[1]
         pairs = []
         for cls in classes:
             p = paper.get(cls, {}).get(pkey)
@@ -82,7 +97,7 @@ def paper_rows(dataset: str, classes: list[str], results: dict[str, dict | str])
             pairs.append((cls, ours, p))
         for cls, ours, p in pairs + ([("mean", _mean_pair([o for _, o, _ in pairs]),
                                        list(np.mean([q for _, _, q in pairs], 0)))] if len(pairs) > 1 else []):
-            row = {"class": cls, "method": label}
+            row = {"class": cls, "method": label, "paper backbone": PAPER_BACKBONE if m in ON_BACKBONE else "-"}
             for j, k in enumerate(("image", "pixel")):
                 o = ours[j]
                 row[f"{k} ours"] = "not run" if isinstance(r, str) else (
@@ -131,6 +146,26 @@ def claim_core(results: dict[str, dict | str], classes: list[str]) -> str:
                if c in pv["per_class"] and c in st["per_class"])
     return ("**PVQAE vs static VQ** (paper: PVQAE beats the standard-VQ VQ-E on every object). "
             + "; ".join(parts) + f". PVQAE has the higher image AUROC on {wins} of {len(classes)} classes.")
+
+
+def claim_floor(results: dict[str, dict | str], backbone: str | None = None) -> str:
+    """Each method's margin over the untrained median-filter residual (image / pixel AUROC
+    points): a method at or below the floor has not shown it learned the normal appearance."""
+    floor = results.get(FLOOR)
+    if not isinstance(floor, dict):
+        return "**Floor**: the median-filter residual did not run, so no margins over it."
+    f = floor["mean"]
+    parts = []
+    for m, r in results.items():
+        if m == FLOOR or not isinstance(r, dict):
+            continue
+        di, dp = (r["mean"][k] - f[k] for k in ("image_auroc", "pixel_auroc"))
+        parts.append(f"{method_label(m, backbone)} {100 * di:+.1f} / {100 * dp:+.1f}")
+    below = [method_label(m, backbone) for m, r in results.items() if m != FLOOR and isinstance(r, dict)
+             and r["mean"]["image_auroc"] <= f["image_auroc"]]
+    return (f"**Margin over the floor** (the median-filter residual, no training: {100 * f['image_auroc']:.1f} / "
+            f"{100 * f['pixel_auroc']:.1f} image / pixel AUROC), in points: " + "; ".join(parts) + "."
+            + (f" At or below the floor by image AUROC: {', '.join(below)}." if below else ""))
 
 
 def claim_table1(results: dict[str, dict | str]) -> str:
@@ -247,6 +282,8 @@ def build_report(*, header: dict, times: list[dict], table1_md: str, paper_md: s
         out += ["### Run times (papermill, per executed notebook)", "",
                 "| stage | seconds |", "|---|---|"] + [f"| {r['stage']} | {r['seconds']} |" for r in times] + [""]
     out += ["## Table I: defect detection per class", "", table1_md, "", texts["table1"], "", texts["core"], ""]
+    if "floor" in texts:
+        out += [texts["floor"], ""]
     out += ["### Paper vs ours", "", paper_md if paper_md else
             "The paper reports no numbers for this dataset (e.g. the synthetic default): no paper columns.", ""]
     for key, title in (("static_vs_pvqae", "Core claim: static VQ vs PVQAE"), ("table2", "Table II: lambda schedule"),

@@ -162,3 +162,47 @@ def test_resizing_a_profile_keeps_the_coarse_grid():
     assert benchmark.pipeline.coarse_grid(d) == 8 and model["ch_mult"] == [1, 1, 2, 2, 4]  # input untouched
     with pytest.raises(ValueError, match="not the coarse grid 8 times a power of two"):
         benchmark.resize_profile(data, model, 96)
+
+
+def _fake_baselines(reports, floor=(0.55, 0.60), patchcore=(0.95, 0.91)):
+    """The files `dvc repro baselines` leaves, with known values (two seeds)."""
+    from pvqae.pipeline import write_json
+
+    def res(img, pix, d=0.0):
+        m = {"image_auroc": img, "pixel_auroc": pix, "aupro": 0.5}
+        return {"mean": m, "std": {k: d for k in m}, "per_class": {"mtsd": m}, "n_seeds": 2,
+                "inference_images_per_second": 40.0}
+
+    write_json({"seeds": [0, 1], "backbone": "efficientnet-lite0", "backbone_status": "weights: x.pth",
+                "status": {"median_filter": "ran", "patchcore": "ran (weights: x.pth)"},
+                "results": {"median_filter": res(*floor), "patchcore": res(*patchcore, d=0.01)},
+                "per_seed": {"median_filter": {f"seed{s}": {"scoring_seconds": 2.0} for s in (0, 1)},
+                             "patchcore": {f"seed{s}": {"scoring_seconds": 10.0 + s} for s in (0, 1)}},
+                "training": {"median_filter": {f"seed{s}": {"seconds": 0.0} for s in (0, 1)},
+                             "patchcore": {f"seed{s}": {"seconds": 100.0 * (s + 1), "bank_mb": 72.0,
+                                                        "bank_size": 17_500} for s in (0, 1)}}},
+               reports / "metrics" / "baselines.json")
+
+
+def test_accuracy_benchmark_of_a_baselines_only_run(tmp_path):
+    from pvqae.pipeline import write_json
+
+    write_json({"dataset": "mtsd", "root": "/data", "classes": ["mtsd"], "counts": {"train": 3},
+                "image_size": 256, "coarse_grid": 8, "samples": []}, tmp_path / "prepared" / "manifest.json")
+    _fake_baselines(tmp_path)
+    r = benchmark.accuracy(tmp_path, params={"profile": "cpu", "evaluate": {"score": {"smooth_sigma": 4.0}}})
+    assert "pvqae" not in r and r["seeds"] == [0, 1]
+    b = r["baselines"]
+    pc = b["methods"]["patchcore"]
+    assert pc["fit_seconds"] == 150.0 and pc["scoring_seconds"] == 10.5 and pc["bank_mb"] == 72.0
+    assert pc["margin_over_floor"] == pytest.approx({"image_auroc": 0.40, "pixel_auroc": 0.31})
+    assert b["met"] == {"patchcore_image_auroc": True, "patchcore_pixel_auroc": True}
+    assert b["postprocess"] == {"smooth_sigma": 4.0, "image_score": None}
+    path = benchmark.write(r, tmp_path / "bench")
+    assert path.name == "accuracy_mtsd_cpu_256px_baselines.json"
+    table = benchmark.accuracy_table(tmp_path / "bench")
+    assert ("| mtsd | cpu | 256 px | patchcore | EfficientNet-Lite0 | [0, 1] | 95.0 ± 1.0 / 91.0 ± 1.0 | 50.0 "
+            "| +40.0 / +31.0 | 150 | 40.0 | 72 | image_auroc yes, pixel_auroc yes |") in table
+    assert "| mtsd | cpu | 256 px | median_filter | - | [0, 1] | 55.0 ± 0.0 / 60.0 ± 0.0 | 50.0 | - |" in table
+    _fake_baselines(tmp_path, patchcore=(0.92, 0.91))
+    assert benchmark.accuracy(tmp_path, params={"profile": "cpu"})["baselines"]["met"]["patchcore_image_auroc"] is False

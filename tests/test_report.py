@@ -145,12 +145,14 @@ def test_paper_rows_mtsd_deltas_and_not_run():
     results = {"pvqae": _res(1.0, per_class={"mtsd": _pc(1.0, 0.942)}),
                "patchcore": "not run: no pretrained weights",
                "mine": _res(0.5, per_class={"mtsd": _pc(0.5, 0.5)})}  # no paper numbers: no rows
-    rows = report.paper_rows("mtsd", ["mtsd"], results)
+    rows = report.paper_rows("mtsd", ["mtsd"], results, backbone="efficientnet-lite0")
     assert len(rows) == 2  # one class: no mean row
     pv, pc = rows
-    assert pv == {"class": "mtsd", "method": "PVQAE", "image ours": "100.0", "image paper": "99.2",
-                  "image delta": "+0.8", "pixel ours": "94.2", "pixel paper": "96.5", "pixel delta": "-2.3"}
-    assert pc["method"] == "PatchCore" and pc["image paper"] == "99.2" and pc["pixel paper"] == "94.6"
+    assert pv == {"class": "mtsd", "method": "PVQAE", "paper backbone": "-", "image ours": "100.0",
+                  "image paper": "99.2", "image delta": "+0.8", "pixel ours": "94.2", "pixel paper": "96.5",
+                  "pixel delta": "-2.3"}
+    assert pc["method"] == "PatchCore (EfficientNet-Lite0)" and pc["paper backbone"] == "WRN50"
+    assert pc["image paper"] == "99.2" and pc["pixel paper"] == "94.6"
     assert pc["image ours"] == pc["pixel ours"] == "not run"
     assert pc["image delta"] == pc["pixel delta"] == "n/a"
 
@@ -358,3 +360,20 @@ def test_build_report_has_every_section():
                               texts={"table1": "a", "core": "b"}, tables_md={"table2": "| t2 |"}, figures=[])
     assert "The paper reports no numbers for this dataset" in md2
     assert "### Run times" not in md2 and "## Table III" not in md2 and "## Table II: lambda schedule" in md2
+
+
+def test_table1_names_the_backbone_and_the_floor_margins():
+    results = {"pvqae": _res(0.60, 0.55, per_class={"mtsd": _pc(0.60, 0.55)}),
+               "median_filter": _res(0.53, 0.586, per_class={"mtsd": _pc(0.53, 0.586)}),
+               "patchcore": _res(0.967, 0.829, per_class={"mtsd": _pc(0.967, 0.829)}),
+               "padim": "not run: no pretrained weights"}
+    rows = report.table1_rows(["mtsd"], results, backbone="efficientnet-lite0")
+    assert list(rows[0]) == ["class", "PVQAE", "median-filter residual (floor)", "PatchCore (EfficientNet-Lite0)",
+                             "PaDiM (EfficientNet-Lite0)"]
+    text = report.claim_floor(results, "efficientnet-lite0")
+    assert "(the median-filter residual, no training: 53.0 / 58.6 image / pixel AUROC)" in text
+    assert "PVQAE +7.0 / -3.6" in text and "PatchCore (EfficientNet-Lite0) +43.7 / +24.3" in text
+    assert "PaDiM" not in text and "At or below the floor" not in text
+    worse = dict(results, pvqae=_res(0.50))
+    assert "At or below the floor by image AUROC: PVQAE." in report.claim_floor(worse, "efficientnet-lite0")
+    assert "did not run" in report.claim_floor({"pvqae": _res(0.5)})
