@@ -388,11 +388,14 @@ def score_images(model_dir: str | Path, paths: Sequence[str | Path], out_dir: st
     for it, c in zip(items, resolve_classes(items, bundle.classes, bundle.prior_mode, class_name)):
         it.class_index = c
         it.mask = find_mask(masks_dir, it) if masks_dir is not None else None
-    # headers of every file first: one error listing every unreadable image, before any output
+    # every file fully decoded first (a truncated file has a readable header): one error listing
+    # every unreadable image or mask, before any output
     errors: dict[int, str] = {}
     for i, it in enumerate(items):
         try:
-            open_image(it.path, load=False)
+            open_image(it.path).close()
+            if it.mask is not None:
+                open_image(it.mask).close()
         except DataError as e:
             errors[i] = str(e)
     if errors and not skip_bad:

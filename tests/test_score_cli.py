@@ -143,6 +143,7 @@ def test_corrupt_images_are_named_or_listed_with_skip_bad(tiny_reports, tmp_path
     (folder / "garbage.png").unlink()
     with pytest.raises(DataError, match=r"truncated\.png"):
         score_images(tiny_reports / "models", [folder], tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()  # the header reads, but the up-front check decodes it fully
     (folder / "garbage.png").write_bytes(b"\x89PNG garbage")
     rows = score_images(tiny_reports / "models", [folder], tmp_path / "o", skip_bad=True, progress=False)
     by_name = {r["file"].rsplit("/", 1)[-1]: r for r in rows}
