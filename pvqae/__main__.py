@@ -31,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
                                    "OUT/metrics.json.")
     score_cli.add_arguments(s)
 
+    e = sub.add_parser("explore", help="serve the code-allocation explorer as a web page (Voila)",
+                       description="Serve notebooks/explore_code_allocation.py as a page with its widgets "
+                                   "and figures and no code (Voila); needs a finished `dvc repro`.")
+    e.add_argument("--reports", default="reports", help="the run's reports folder (models/ and prepared/)")
+    e.add_argument("--port", type=int, default=8866)
+    e.add_argument("--ip", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+
     b = sub.add_parser("benchmark", help="speed and size of a profile's model -> reports/benchmarks/*.json")
     b.add_argument("--profile", action="append", default=[], help="size profile(s): tiny, default, cpu, paper")
     b.add_argument("--image-size", type=int, default=None, help="override the profile's image size (e.g. 256)")
@@ -79,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
             print(json.dumps({k: res[k] for k in ("image_size", "inference_images_per_second",
                                                    "train_images_per_second", "model_mb", "prior_mb")}, indent=1))
+    elif args.cmd == "explore":
+        from pvqae.explore_app import serve
+        from pvqae.paths import repo_path
+
+        return serve(repo_path(args.reports), port=args.port, ip=args.ip)
     elif args.cmd == "score":
         return score_cli.run(args)
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pvqae.data.readers import raise_problems
 from pvqae.data.records import Sample
@@ -55,10 +55,30 @@ def open_image(path: str | Path, *, load: bool = True) -> Image.Image:
     return im
 
 
+# EXIF orientations that swap width and height (90 / 270 degrees, with or without a flip)
+_TRANSPOSING = {5, 6, 7, 8}
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except (OSError, ValueError, TypeError, SyntaxError):  # an unreadable EXIF block: as stored
+        return 1
+
+
+def _displayed_hw(im: Image.Image) -> tuple[int, int]:
+    """(height, width) of an image as displayed (EXIF orientation applied)."""
+    return (im.width, im.height) if _orientation(im) in _TRANSPOSING else (im.height, im.width)
+
+
+def _displayed(im: Image.Image) -> Image.Image:
+    """A decoded image turned as it is displayed: a camera JPEG stored sideways is rotated."""
+    return ImageOps.exif_transpose(im) if _orientation(im) != 1 else im
+
+
 def image_size_hw(path: str | Path) -> tuple[int, int]:
-    """(height, width) from the file header only."""
-    im = open_image(path, load=False)
-    return im.height, im.width
+    """(height, width) as displayed (EXIF orientation applied), from the file header only."""
+    return _displayed_hw(open_image(path, load=False))
 
 
 def _to_float(im: Image.Image) -> np.ndarray:
@@ -128,7 +148,7 @@ def load_image(path: str | Path, size: int, channels: int = 3,
     path = Path(path)
     im = open_image(path)
     try:
-        return decode_image(im, size, channels, resample)
+        return decode_image(_displayed(im), size, channels, resample)
     except DataError:
         raise
     except _READ_ERRORS as e:
@@ -216,7 +236,7 @@ def load_sample(sample: Sample, size: int, channels: int = 3,
     for a sample without mask file, and is checked to match the image's size."""
     im = open_image(sample.path)
     try:
-        img = decode_image(im, size, channels, resample)
+        img = decode_image(_displayed(im), size, channels, resample)
     except DataError:
         raise
     except _READ_ERRORS as e:
@@ -225,7 +245,7 @@ def load_sample(sample: Sample, size: int, channels: int = 3,
     if sample.mask_path is None:
         mask = np.zeros((size, size), dtype=bool)
     else:
-        mask = load_mask(sample.mask_path, size, (im.height, im.width),
+        mask = load_mask(sample.mask_path, size, _displayed_hw(im),
                          threshold=sample.mask_threshold, image_path=sample.path)
     return img, mask
 
@@ -243,9 +263,10 @@ def check_sample(sample: Sample, decode: bool = True) -> None:
             raise DataError(f"defective image {sample.path} has no mask; add one")
         return
     mk = open_image(sample.mask_path, load=decode)
-    if mk.size != im.size:
+    h, w = _displayed_hw(im)
+    if (mk.height, mk.width) != (h, w):
         raise DataError(f"mask {sample.mask_path} is {mk.width}x{mk.height} but image "
-                        f"{sample.path} is {im.width}x{im.height}; fix or replace the mask")
+                        f"{sample.path} is {w}x{h}; fix or replace the mask")
     if decode:
         m = mask_to_bool(_mask_array(mk, Path(sample.mask_path)), sample.mask_path,
                          sample.mask_threshold)
