@@ -30,7 +30,8 @@ KINDS = [("L", "PNG"), ("RGB", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("I;16", "
          ("LA", "PNG"), ("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("CMYK", "TIFF"), ("RGB", "BMP"),
          ("P", "GIF"), ("F", "TIFF"), ("I", "TIFF")]
 SIZES = st.sampled_from([(1, 1), (10000, 10), (10, 10000), (3, 7)]) | st.tuples(st.integers(1, 64), st.integers(1, 64))
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+# derandomize: the same examples on every run (CI stays deterministic); raise max_examples to search wider
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])
 
 
@@ -66,8 +67,11 @@ def damaged(data: bytes, how: str, cut: float, seed: int) -> bytes:
     return data
 
 
-FILES = st.tuples(st.sampled_from(KINDS), SIZES, st.integers(0, 2 ** 16),
-                  st.sampled_from(["intact", "intact", "truncated", "random", "flipped"]), st.floats(0.01, 0.99))
+DAMAGE = st.sampled_from(["intact", "intact", "truncated", "random", "flipped"])
+FILES = st.tuples(st.sampled_from(KINDS), SIZES, st.integers(0, 2 ** 16), DAMAGE, st.floats(0.01, 0.99))
+# the score CLI scans folders for its image extensions (pvqae.data.readers.IMAGE_EXTS: no GIF)
+CLI_FILES = st.tuples(st.sampled_from([k for k in KINDS if k[1] != "GIF"]), SIZES, st.integers(0, 2 ** 16), DAMAGE,
+                      st.floats(0.01, 0.99))
 
 
 def _expect_loaded_or_named(fn, path: Path):
@@ -137,9 +141,9 @@ def test_decompression_bomb_is_a_named_error(tmp_path, monkeypatch):
         load_image(tmp_path / "bomb.png", 16)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
-@given(cases=st.lists(FILES, min_size=1, max_size=4))
+@given(cases=st.lists(CLI_FILES, min_size=1, max_size=4))
 def test_score_cli_scores_good_files_or_names_every_bad_one_before_writing(tiny_reports, cases):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "texture"  # a class of the tiny model
