@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 from pvqae import budget as budget_mod
 from pvqae import distributed
 from pvqae.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pvqae.errors import PVQAEError
 from pvqae.losses import (
     PatchGANDiscriminator,
     adaptive_gan_weight,
@@ -47,7 +49,7 @@ from pvqae.model import LEVEL_NAMES, PVQAE, ModelConfig
 from pvqae.paths import REPO_ROOT
 from pvqae.prior import BudgetPriorTransformer
 
-RESUME_ROOT = REPO_ROOT / ".resume"
+RESUME_ROOT = Path(os.environ.get("PVQAE_RESUME_ROOT", REPO_ROOT / ".resume"))  # env: tests, shared disks
 
 
 @dataclass
@@ -206,7 +208,10 @@ class ResumableRun:
     - on construction, ``<resume folder>/last.pt`` (if any) is loaded into the objects of
       ``state`` (``{"model": model, "opt": optimizer, ...}``, anything with
       ``state_dict``/``load_state_dict``), the global RNG states are restored and
-      :attr:`start` is the step to continue from (0 for a fresh run);
+      :attr:`start` is the step to continue from (0 for a fresh run). A ``last.pt`` that
+      cannot be read (truncated, corrupt) is set aside as ``last.pt.corrupt`` with a warning
+      and the previous checkpoint ``prev.pt`` is used, else the run starts afresh: a bad file
+      never stops every later run (the same seed gives the same weights either way);
     - :meth:`steps` is the tqdm-wrapped range of steps still to run and starts the clock;
     - :meth:`step_done` saves ``last.pt`` (the ``state`` objects, step, RNG states and
       training seconds so far) and flushes the CSV log every ``ckpt_every`` steps;
@@ -226,21 +231,41 @@ class ResumableRun:
         self.resume_dir = RESUME_ROOT / f"{name}-{fingerprint(*key)}"
         self.resume_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_path = self.resume_dir / "last.pt"
+        self.prev_path = self.resume_dir / "prev.pt"
         self.state = state
         self.total_steps = steps
         self.ckpt_every = ckpt_every
         self.start = 0
         self.elapsed = 0.0
-        if self.ckpt_path.exists():
-            st = load_checkpoint(self.ckpt_path)
+        st, path = self._readable_checkpoint()
+        if st is not None:
             for k, obj in state.items():
                 obj.load_state_dict(st[k])
             set_rng_state(st["rng"])
             self.start = int(st["step"])
             self.elapsed = float(st.get("elapsed", 0.0))
-            print(f"[{name}] resuming from step {self.start} ({self.ckpt_path})")
+            print(f"[{name}] resuming from step {self.start} ({path})")
         self.log = _CsvLog(self.out_dir / f"{name}_log.csv", self.start)
         self._t0 = time.perf_counter()
+
+    def _readable_checkpoint(self) -> tuple[dict | None, Path | None]:
+        """The newest readable of ``last.pt`` and ``prev.pt`` (unreadable ones set aside with a
+        warning), or ``(None, None)``."""
+        for tmp in self.resume_dir.glob(".*.tmp"):  # a save killed before its rename
+            tmp.unlink(missing_ok=True)
+        for path in (self.ckpt_path, self.prev_path):
+            if not path.exists():
+                continue
+            try:
+                st = load_checkpoint(path)
+                if not {"step", "rng", *self.state} <= set(st):
+                    raise PVQAEError(f"checkpoint {path} lacks {sorted({'step', 'rng', *self.state} - set(st))}")
+                return st, path
+            except PVQAEError as e:
+                if distributed.is_main():
+                    path.replace(path.with_name(path.name + ".corrupt"))
+                print(f"[{self.name}] WARNING: {e} Set aside as {path.name}.corrupt; trying the previous checkpoint.")
+        return None, None
 
     def steps(self, progress: bool = True) -> tqdm:
         """Progress bar over the steps still to run (``start .. steps - 1``); starts the clock."""
@@ -266,6 +291,8 @@ class ResumableRun:
             return
         st = {k: obj.state_dict() for k, obj in self.state.items()}
         st.update(step=next_step, rng=rng_state(), elapsed=self.elapsed)
+        if self.ckpt_path.exists():  # keep one previous checkpoint: a kill at any point leaves one whole file
+            self.ckpt_path.replace(self.prev_path)
         save_checkpoint(self.ckpt_path, st)
         self.log.write()
         distributed.barrier()
