@@ -107,15 +107,22 @@ def prepare(data: dict, out_dir: Path, seed: int, progress: bool = True) -> dict
     grid = coarse_grid(data)
     entropy = budget_mod.batch_patch_entropies(images.astype(np.float32) / 255.0, grid, wavelet=ent["wavelet"],
                                                level=int(ent["level"]), noise_floor=float(ent["noise_floor"]))
+    class_index = np.array([classes.index(s.cls) for s in samples], np.int64)
+    split_codes = np.array([SPLIT_CODES[x] for x in splits], np.int64)
+    val = validation_defects(images, class_index, split_codes, seed)
+    val_entropy = budget_mod.batch_patch_entropies(val["images"].astype(np.float32) / 255.0, grid,
+                                                   wavelet=ent["wavelet"], level=int(ent["level"]),
+                                                   noise_floor=float(ent["noise_floor"]))
     np.savez(out_dir / "arrays.npz", images=images, masks=masks,
-             labels=np.array([s.label for s in samples], np.int64),
-             class_index=np.array([classes.index(s.cls) for s in samples], np.int64),
-             split=np.array([SPLIT_CODES[x] for x in splits], np.int64),
-             entropy=entropy.astype(np.float32))
+             labels=np.array([s.label for s in samples], np.int64), class_index=class_index, split=split_codes,
+             entropy=entropy.astype(np.float32), val_defect_source=val["source"], val_defect_images=val["images"],
+             val_defect_masks=val["masks"], val_defect_entropy=val_entropy.astype(np.float32),
+             val_defect_kind=np.array(val["kinds"], dtype="U16"))
     manifest = {
         "dataset": data["dataset"], "root": str(root), "classes": classes, "image_size": size, "channels": ch,
         "coarse_grid": grid, "seed": seed,
         "counts": {sp: int(sum(1 for x in splits if x == sp)) for sp in SPLIT_CODES},
+        "validation_defects": {k: val["kinds"].count(k) for k in sorted(set(val["kinds"]))},
         "summary": summarize(samples),
         "samples": [{"path": str(s.path), "class": s.cls, "split": sp, "label": s.label, "defect": s.defect,
                      "mask": str(s.mask_path) if s.mask_path else None} for s, sp in zip(samples, splits)],
@@ -124,6 +131,49 @@ def prepare(data: dict, out_dir: Path, seed: int, progress: bool = True) -> dict
     with open(out_dir / "manifest.json", "w") as f:
         json.dump(manifest, f, indent=1)
     return manifest
+
+
+def validation_defects(images: np.ndarray, class_index: np.ndarray, split: np.ndarray, seed: int) -> dict:
+    """The label-free validation split's defective half (:mod:`pvqae.data.validation`): one
+    synthetic defect on each held-out normal image, CutPaste donors from the same class's
+    held-out images; never a test image. ``source`` indexes the samples each was made from."""
+    from pvqae.data.validation import KINDS, paste_defects
+
+    src, imgs, masks, kinds = [], [], [], []
+    for c in np.unique(class_index):
+        idx = np.flatnonzero((class_index == c) & (split == SPLIT_CODES["val"]))
+        if len(idx) == 0:
+            continue
+        out, m, k = paste_defects(images[idx], seed + int(c), KINDS if len(idx) > 1 else KINDS[:3])
+        src.append(idx)
+        imgs.append(out)
+        masks.append(m)
+        kinds += k
+    size = images.shape[-1]
+    return {"source": np.concatenate(src) if src else np.zeros(0, np.int64),
+            "images": np.concatenate(imgs) if imgs else np.zeros((0, *images.shape[1:]), np.uint8),
+            "masks": np.concatenate(masks) if masks else np.zeros((0, size, size), bool), "kinds": kinds}
+
+
+def load_validation(prepared_dir: Path) -> dict:
+    """The label-free validation split, for selection without test labels: the held-out normal
+    images (label 0) followed by their synthetically defective copies (label 1, exact masks);
+    the same keys as :func:`load_prepared` (``meta`` rows carry the defect kind)."""
+    prepared_dir = repo_path(prepared_dir)
+    normal = load_prepared(prepared_dir, "val")
+    arr = np.load(prepared_dir / "arrays.npz")
+    src = arr["val_defect_source"]
+    manifest = normal["manifest"]
+    meta = [{**manifest["samples"][int(i)], "split": "val_defect", "label": 1, "defect": str(k), "source_index": int(i)}
+            for i, k in zip(src, arr["val_defect_kind"])]
+    return {
+        "image": torch.cat([normal["image"], torch.from_numpy(arr["val_defect_images"].astype(np.float32) / 255.0)]),
+        "mask": torch.cat([normal["mask"], torch.from_numpy(arr["val_defect_masks"])]),
+        "label": torch.cat([torch.zeros(len(normal["image"]), dtype=torch.long), torch.ones(len(src), dtype=torch.long)]),
+        "class_index": torch.cat([normal["class_index"], torch.from_numpy(arr["class_index"][src])]),
+        "entropy": torch.cat([normal["entropy"], torch.from_numpy(arr["val_defect_entropy"])]),
+        "meta": normal["meta"] + meta, "classes": normal["classes"], "manifest": manifest,
+    }
 
 
 def load_prepared(prepared_dir: Path, split: str | tuple[str, ...]) -> dict:
