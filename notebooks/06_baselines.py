@@ -16,9 +16,11 @@
 # training seed; **PatchCore** (stride-8 + stride-16 features, coreset, 1-NN) and **PaDiM**
 # (stride 4-16, per-position Gaussian) on a frozen ImageNet backbone (`baselines.backbone`:
 # EfficientNet-Lite0 from its installed weights package by default; WideResNet-50-2 with
-# `baselines.backbone_weights`). Without weights they are reported as "not run: no pretrained
-# weights", never with random weights. The static VQ-VAE (VQ-E style) baseline is trained by
-# the pretrain stage.
+# `baselines.backbone_weights`); **Patch AE** (document 002: the backbone fine-tuned, a 1x1
+# encoder of learned patch features, a decoder of each 8x8 patch from its own vector, trained
+# on defect-augmented inputs; nearest-neighbour distance of the learned features). Without
+# weights they are reported as "not run: no pretrained weights", never with random weights.
+# The static VQ-VAE (VQ-E style) baseline is trained by the pretrain stage.
 # Outputs: `reports/metrics/baselines.json`, `reports/models/baselines/`.
 
 # %% tags=["parameters"]

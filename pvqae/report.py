@@ -27,9 +27,10 @@ METHODS: dict[str, tuple[str, str]] = {
     "ae_ssim": ("AE-SSIM", "ae_ssim"),
     "patchcore": ("PatchCore", "patchcore"),
     "padim": ("PaDiM", "padim"),
+    "patch_ae": ("Patch AE", "patch_ae"),
 }
 # methods on a pretrained backbone: their label names it; the paper's runs used WRN50
-ON_BACKBONE = ("patchcore", "padim")
+ON_BACKBONE = ("patchcore", "padim", "patch_ae")
 PAPER_BACKBONE = "WRN50"
 FLOOR = "median_filter"
 # which paper table rows a dataset of ours can be compared with

@@ -47,20 +47,24 @@ class FeatureExtractor(nn.Module):
     def _run(self, x: torch.Tensor, strides: tuple[int, ...]) -> dict[int, torch.Tensor]:
         raise NotImplementedError
 
-    @torch.no_grad()
-    def features(self, images: torch.Tensor, strides: tuple[int, ...] = (8, 16)) -> dict[int, torch.Tensor]:
-        """``{stride: (N, C, ceil(H / stride), ceil(W / stride))}`` of images in [0, 1].
-
-        Runs in eval mode (BatchNorm with the ImageNet running statistics; the module's mode is
-        restored) without gradients, and stops after the deepest requested endpoint."""
+    def endpoint_maps(self, images: torch.Tensor, strides: tuple[int, ...] = (8, 16)) -> dict[int, torch.Tensor]:
+        """``{stride: (N, C, ceil(H / stride), ceil(W / stride))}`` of images in [0, 1], in the
+        module's current mode and with gradients (for a model that fine-tunes the backbone);
+        stops after the deepest requested endpoint."""
         unknown = sorted(set(strides) - set(self.endpoints))
         if unknown:
             raise ValueError(f"{self.display_name} has no endpoint at stride {unknown}; "
                              f"choose from {sorted(self.endpoints)}")
+        return self._run(self.normalize(images), tuple(sorted(set(strides))))
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, strides: tuple[int, ...] = (8, 16)) -> dict[int, torch.Tensor]:
+        """:meth:`endpoint_maps` of the frozen network: in eval mode (BatchNorm with the ImageNet
+        running statistics; the module's mode is restored) and without gradients."""
         was_training = self.training
         self.eval()
         try:
-            return self._run(self.normalize(images), tuple(sorted(set(strides))))
+            return self.endpoint_maps(images, strides)
         finally:
             self.train(was_training)
 

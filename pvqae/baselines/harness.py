@@ -31,14 +31,15 @@ from pvqae.backbones import FeatureExtractor
 from pvqae.baselines.ae_ssim import AESSIM, AESSIMConfig, train_ae_ssim
 from pvqae.baselines.common import BaselineOutput
 from pvqae.baselines.median_filter import MedianFilterResidual
+from pvqae.baselines.patch_ae import PatchAE, PatchAEConfig, train_patch_ae
 from pvqae.baselines.padim import PaDiM
 from pvqae.baselines.patchcore import PatchCore
 from pvqae.checkpoint import save_checkpoint
 from pvqae.scoring import ScoreConfig, postprocess
 from pvqae.study import aggregate_seeds, seed_dir
 
-METHODS = ("median_filter", "ae_ssim", "patchcore", "padim")
-NEEDS_BACKBONE = ("patchcore", "padim")
+METHODS = ("median_filter", "ae_ssim", "patchcore", "padim", "patch_ae")
+NEEDS_BACKBONE = ("patchcore", "padim", "patch_ae")
 
 
 @torch.no_grad()
@@ -77,6 +78,9 @@ def build(method: str, bparams: dict, data: dict, seed: int, backbone: FeatureEx
     if method == "padim":
         p = bparams["padim"]
         return PaDiM(backbone, strides=tuple(p["strides"]), dims=p.get("dims"), seed=seed)
+    if method == "patch_ae":
+        torch.manual_seed(seed)
+        return PatchAE(backbone, PatchAEConfig.from_dict(bparams["patch_ae"]), int(data["channels"]))
     raise ValueError(f"unknown baseline {method!r}; baselines are {', '.join(METHODS)}")
 
 
@@ -94,6 +98,9 @@ def run_method(method: str, bparams: dict, data: dict, train: dict, test: dict, 
         cfg = AESSIMConfig.from_dict(bparams["ae_ssim"])
         stream = pipeline.train_stream(train, cfg.batch_size, seed, cfg.augment_jitter)
         summary = train_ae_ssim(model, stream, cfg, out_dir, method, seed, progress=progress)
+    elif method == "patch_ae":
+        stream = pipeline.train_stream(train, model.cfg.batch_size, seed, model.cfg.augment_jitter)
+        summary = train_patch_ae(model, train["image"], stream, out_dir, method, seed, progress=progress)
     else:
         summary = model.fit(train["image"], batch_size=ev["batch_size"], progress=progress)
         save_checkpoint(out_dir / f"{method}.pt", {"model": model.state_dict(), "seed": seed, "method": method})

@@ -1,0 +1,105 @@
+"""Patch AE (document 002) on the real ImageNet EfficientNet-Lite0: one-to-one patch decoding,
+the artificial defect augmentation, deterministic training, the memory bank and its scores."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import pvqae.train as T
+from pvqae.backbones import load_backbone
+from pvqae.baselines.patch_ae import PatchAE, PatchAEConfig, defect_augment, train_patch_ae
+from pvqae.train import BatchStream
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+S = 64
+
+
+@pytest.fixture(autouse=True)
+def _resume_in_tmp(monkeypatch, tmp_path):
+    monkeypatch.setattr(T, "RESUME_ROOT", tmp_path / "resume")
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load_backbone("efficientnet-lite0")[0]
+
+
+def textures(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(float(S)), torch.arange(float(S)), indexing="ij")
+    out = []
+    for _ in range(n):
+        ph = torch.rand(2, generator=g) * 2 * math.pi
+        out.append((0.5 + 0.25 * torch.sin(xx / 3.0 + ph[0]) + 0.2 * torch.sin(yy / 5.0 + ph[1])).expand(3, -1, -1))
+    return torch.stack(out).clamp(0, 1)
+
+
+def _cfg(**kw) -> PatchAEConfig:
+    base = dict(hidden=32, feature_dim=16, decoder_hidden=32, steps=6, batch_size=4, ckpt_every=3, log_every=1,
+                coreset_ratio=0.5)
+    base.update(kw)
+    return PatchAEConfig(**base)
+
+
+def test_each_patch_is_decoded_from_its_own_feature_vector_only(lite0):
+    torch.manual_seed(0)
+    model = PatchAE(lite0, _cfg()).eval()
+    x = textures(1)
+    feats = model.features(x)
+    assert feats.shape == (1, 16, S // 8, S // 8)
+    out = torch.nn.functional.pixel_shuffle(model.decoder(feats), 8)
+    bumped = feats.clone()
+    bumped[0, :, 3, 5] += 1.0  # one feature vector: the patch at rows 24..31, cols 40..47
+    out2 = torch.nn.functional.pixel_shuffle(model.decoder(bumped), 8)
+    changed = (out2 - out).abs().amax(1)[0] > 0
+    inside = torch.zeros(S, S, dtype=torch.bool)
+    inside[24:32, 40:48] = True
+    assert changed[inside].any() and not changed[~inside].any()
+    assert model.reconstruct(x).shape == x.shape
+
+
+def test_defect_augmentation_is_seeded_and_changes_about_prob_of_the_images():
+    x = textures(8)
+    a, b = defect_augment(x, 0.5, seed=1, step=3), defect_augment(x, 0.5, seed=1, step=3)
+    assert torch.equal(a, b) and not torch.equal(a, defect_augment(x, 0.5, seed=1, step=4))
+    changed = [(a[i] - x[i]).abs().max() > 8 / 255 for i in range(8)]
+    assert 1 <= sum(changed) <= 7
+    assert torch.equal(defect_augment(x, 0.0, seed=1, step=3), x)
+
+
+def test_training_is_deterministic_learns_and_scores_a_pasted_defect(lite0, tmp_path):
+    train = textures(8)
+    weights, summaries = [], []
+    for run in ("a", "b"):
+        torch.manual_seed(0)
+        model = PatchAE(lite0, _cfg(steps=12))
+        stream = BatchStream({"image": train, "entropy": torch.zeros(8, 1, 1)}, 4, 0)
+        summaries.append(train_patch_ae(model, train, stream, tmp_path / run, "patch_ae", seed=0, progress=False))
+        weights.append(model.state_dict())
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
+    assert not any(p.requires_grad for p in lite0.parameters()), "the shared backbone stays frozen"
+    s = summaries[0]
+    assert s["bank_size"] == math.ceil(0.5 * 8 * (S // 8) ** 2) and s["steps"] == 12
+    log = (tmp_path / "a" / "patch_ae_log.csv").read_text().splitlines()
+    first, last = float(log[1].split(",")[1]), float(log[-1].split(",")[1])
+    assert last < first  # the reconstruction loss falls
+    held_out = textures(3, seed=5)
+    defect = held_out[:1].clone()
+    defect[:, :, 24:40, 24:40] = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    out = model(torch.cat([held_out, defect]))
+    assert out.score_map.shape == (4, S, S)
+    assert out.image_score[3] > out.image_score[:3].max()
+    # the checkpoint holds the trained weights and the bank: a fresh model scores the same
+    fresh = PatchAE(lite0, _cfg(steps=12))
+    fresh.load_state_dict(torch.load(tmp_path / "a" / "patch_ae.pt", weights_only=True)["model"])
+    torch.testing.assert_close(fresh.eval()(defect).score_map, model(defect).score_map)
+
+
+def test_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match=r"baselines.patch_ae: unknown keys \['feature_dimm'\]"):
+        PatchAEConfig.from_dict({"feature_dimm": 3})
+    assert PatchAEConfig.from_dict({"strides": [8, 16]}).strides == (8, 16)
