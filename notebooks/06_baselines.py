@@ -18,7 +18,9 @@
 # EfficientNet-Lite0 from its installed weights package by default; WideResNet-50-2 with
 # `baselines.backbone_weights`); **Patch AE** (document 002: the backbone fine-tuned, a 1x1
 # encoder of learned patch features, a decoder of each 8x8 patch from its own vector, trained
-# on defect-augmented inputs; nearest-neighbour distance of the learned features). Without
+# on defect-augmented inputs; nearest-neighbour distance of the learned features); **VQ-Flow**
+# (document 001: concept prototypes and pattern codebooks by vector quantisation, conditional
+# normalizing flows, -log-likelihood map). Without
 # weights they are reported as "not run: no pretrained weights", never with random weights.
 # The static VQ-VAE (VQ-E style) baseline is trained by the pretrain stage.
 # Outputs: `reports/metrics/baselines.json`, `reports/models/baselines/`.

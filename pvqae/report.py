@@ -28,9 +28,10 @@ METHODS: dict[str, tuple[str, str]] = {
     "patchcore": ("PatchCore", "patchcore"),
     "padim": ("PaDiM", "padim"),
     "patch_ae": ("Patch AE", "patch_ae"),
+    "vq_flow": ("VQ-Flow", "vq_flow"),
 }
 # methods on a pretrained backbone: their label names it; the paper's runs used WRN50
-ON_BACKBONE = ("patchcore", "padim", "patch_ae")
+ON_BACKBONE = ("patchcore", "padim", "patch_ae", "vq_flow")
 PAPER_BACKBONE = "WRN50"
 FLOOR = "median_filter"
 # which paper table rows a dataset of ours can be compared with

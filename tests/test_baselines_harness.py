@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 S = 32
 # the params.yaml `baselines` section, shrunk for 32 px and a few images
 BPARAMS = {
-    "methods": ["median_filter", "ae_ssim", "patchcore", "padim", "patch_ae"],
+    "methods": ["median_filter", "ae_ssim", "patchcore", "padim", "patch_ae", "vq_flow"],
     "median_filter": {"kernel": 5},
     "ae_ssim": {"ch": 8, "latent_dim": 16, "steps": 3, "batch_size": 4, "lr": 1e-3, "weight_decay": 1e-5,
                 "ssim_window": 11, "augment_jitter": 0.1, "ckpt_every": 100, "log_every": 1},
@@ -39,6 +39,8 @@ BPARAMS = {
     "padim": {"strides": [4, 8, 16], "dims": 20},
     "patch_ae": {"strides": [8, 16], "hidden": 16, "feature_dim": 8, "decoder_hidden": 16, "steps": 2,
                  "batch_size": 4, "coreset_ratio": 0.5, "ckpt_every": 100, "log_every": 1},
+    "vq_flow": {"num_concepts": 2, "num_patterns": 4, "dim": 8, "pos_dim": 8, "blocks": 2, "subnet_hidden": 16,
+                "steps": 2, "batch_size": 4, "ckpt_every": 100, "log_every": 1},
 }
 DATA = {"image_size": S, "channels": 3}
 EV = {"batch_size": 4, "fpr_limit": 0.3, "score": {"smooth_sigma": 4.0, "image_score": "max"}}
@@ -76,7 +78,7 @@ def _check_results(results: dict, scores: dict, test: dict):
 
 # ----------------------------------------------------------------------------- build
 
-@pytest.mark.parametrize("method", ["patchcore", "padim", "patch_ae"])
+@pytest.mark.parametrize("method", ["patchcore", "padim", "patch_ae", "vq_flow"])
 def test_build_needs_a_backbone(method):
     with pytest.raises(ValueError, match=rf"{method} needs an ImageNet-pretrained backbone "
                                          r"\(baselines\.backbone, baselines\.backbone_weights\)"):
@@ -87,7 +89,7 @@ def test_build_needs_a_backbone(method):
 
 def test_build_unknown_method_lists_the_baselines():
     with pytest.raises(ValueError, match=r"unknown baseline 'stpm'; baselines are median_filter, ae_ssim, "
-                                         r"patchcore, padim, patch_ae"):
+                                         r"patchcore, padim, patch_ae, vq_flow"):
         harness.build("stpm", BPARAMS, DATA, seed=0)
 
 
@@ -176,7 +178,8 @@ def test_run_all_skips_backbone_methods_without_weights_and_aggregates_seeds(spl
     run = harness.run_all(BPARAMS["methods"], BPARAMS, DATA, train, test, EV, [0, 1], tmp_path, None,
                           "not run: no pretrained weights", progress=False)
     assert run["status"] == {"median_filter": "ran", "ae_ssim": "ran", "patchcore": "not run: no pretrained weights",
-                             "padim": "not run: no pretrained weights", "patch_ae": "not run: no pretrained weights"}
+                             "padim": "not run: no pretrained weights", "patch_ae": "not run: no pretrained weights",
+                             "vq_flow": "not run: no pretrained weights"}
     assert set(run["results"]) == set(run["per_seed"]) == {"median_filter", "ae_ssim"}
     assert set(run["per_seed"]["ae_ssim"]) == {"seed0", "seed1"}
     assert (tmp_path / "seed0" / "ae_ssim.pt").is_file() and (tmp_path / "seed1" / "ae_ssim.pt").is_file()
@@ -221,17 +224,20 @@ def test_median_filter_floor_scores_local_outliers_only():
         MedianFilterResidual(kernel=4)
 
 
-def test_run_method_patch_ae_trains_and_reloads(splits, tmp_path):
+@pytest.mark.parametrize("method", ["patch_ae", "vq_flow"])
+def test_run_method_trained_feature_baselines_reload(method, splits, tmp_path):
     from pvqae.backbones import load_backbone
 
     lite0 = load_backbone("efficientnet-lite0")[0]
     train, test = splits
-    scores, results, summary = harness.run_method("patch_ae", BPARAMS, DATA, train, test, EV, 0, tmp_path,
+    scores, results, summary = harness.run_method(method, BPARAMS, DATA, train, test, EV, 0, tmp_path,
                                                   backbone=lite0, progress=False)
     _check_results(results, scores, test)
-    assert summary["steps"] == 2 and summary["bank_size"] == summary["bank_size_full"] // 2
-    ckpt = load_checkpoint(tmp_path / "patch_ae.pt")
-    fresh = harness.build("patch_ae", BPARAMS, DATA, 0, backbone=lite0)
-    fresh.load_state_dict(ckpt["model"])  # the fine-tuned backbone, encoder, decoder and bank
+    assert summary["steps"] == 2
+    if method == "patch_ae":
+        assert summary["bank_size"] == summary["bank_size_full"] // 2
+    ckpt = load_checkpoint(tmp_path / f"{method}.pt")
+    fresh = harness.build(method, BPARAMS, DATA, 0, backbone=lite0)
+    fresh.load_state_dict(ckpt["model"])  # everything trained (Patch AE: the fine-tuned backbone and the bank)
     again = harness.score_split(fresh.eval(), test, POST, batch_size=3, progress=False)
     np.testing.assert_allclose(again["image"], scores["image"], rtol=1e-4, atol=1e-5)

