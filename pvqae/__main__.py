@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--accuracy", action="store_true",
                    help="record the accuracy of the finished run in reports/ (after `dvc repro evaluate`) as "
                         "accuracy_<dataset>_<profile>.json")
+    b.add_argument("--suffix", default="baselines",
+                   help="--accuracy of a run without PVQAE: accuracy_<dataset>_<profile>_<size>px_<suffix>.json")
 
     args = ap.parse_args(argv)
     if args.cmd == "run":
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.accuracy:
             res = benchmark.accuracy(repo_path("reports"))
-            print(benchmark.write(res, repo_path(args.out)))
+            print(benchmark.write(res, repo_path(args.out), suffix=args.suffix))
             print(json.dumps({k: res[k] for k in ("dataset", "profile", "seeds", "training_seconds", "met") if k in res}, indent=1))
             if "baselines" in res:
                 print(json.dumps({m: r["mean"] for m, r in res["baselines"]["methods"].items()}, indent=1))

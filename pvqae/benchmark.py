@@ -415,12 +415,13 @@ def dataset_tag(result: dict) -> str:
     return result["dataset"]
 
 
-def write(result: dict, out_dir: Path) -> Path:
-    """``accuracy_<dataset>_<profile>.json`` or ``speed_size_<profile>_<size>px.json`` under ``out_dir``."""
+def write(result: dict, out_dir: Path, suffix: str = "baselines") -> Path:
+    """``accuracy_<dataset>_<profile>.json`` (``..._<size>px_<suffix>.json`` for a run without
+    PVQAE) or ``speed_size_<profile>_<size>px.json`` under ``out_dir``."""
     if result["benchmark"] == "accuracy":
         name = f"accuracy_{dataset_tag(result)}_{result['profile']}"
         if "pvqae" not in result:
-            name += f"_{result['image_size']}px_baselines"
+            name += f"_{result['image_size']}px_{suffix}"
     else:
         name = f"speed_size_{result['profile']}_{result['image_size']}px"
     path = Path(out_dir) / f"{name}.json"
