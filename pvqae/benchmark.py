@@ -28,6 +28,7 @@ model is freshly initialised; no data needed):
 
 from __future__ import annotations
 
+import math
 import resource
 import statistics
 import time
@@ -36,7 +37,7 @@ from pathlib import Path
 import torch
 
 from pvqae import budget, pipeline
-from pvqae.baselines.patchcore import PatchCore
+from pvqae.baselines.patchcore import PatchCore, coreset_size
 from pvqae.config import deep_merge, load_params, load_yaml, profile_path
 from pvqae.model import PVQAE
 from pvqae.prior import BudgetPriorTransformer
@@ -149,6 +150,8 @@ def run(profile: str, batch_sizes: tuple[int, ...] = (2, 4, 8), repeats: int = 5
         opt.step()
 
     train = _timed(step, max(1, repeats - 1))
+    baselines = baseline_speed(params, cfg.image_size, cfg.in_channels, n_train, batch_size=best,
+                               repeats=max(1, repeats - 2), seed=seed)
     return {
         "benchmark": "speed_size", "profile": profile, "machine": pipeline.machine_info(), "seed": seed,
         "image_size": cfg.image_size, "grids": list(cfg.grids), "ch_mult": list(cfg.ch_mult), "ch": cfg.ch,
@@ -160,9 +163,49 @@ def run(profile: str, batch_sizes: tuple[int, ...] = (2, 4, 8), repeats: int = 5
         "model_mb": state_dict_mb(model), "prior_mb": state_dict_mb(prior),
         "model_parameters": sum(q.numel() for q in model.parameters()),
         "patchcore_wrn50_bank": PatchCore.memory_bank_mb(n_train, cfg.image_size),
+        "baselines": baselines,
         "wall_seconds": time.perf_counter() - t0,
         "note": "random weights: speed and size do not depend on them; threads = torch default",
     }
+
+
+def baseline_speed(params: dict, image_size: int, channels: int, n_train: int, batch_size: int = 8,
+                   repeats: int = 3, seed: int = 0) -> dict:
+    """Inference images/s (batch ``batch_size``, median of ``repeats`` calls, the backbone
+    included) and size of the feature-based baselines on the params' backbone at
+    ``image_size``: PatchCore and Patch AE with memory banks of the size ``n_train`` training
+    images give (filled with random vectors: speed does not depend on the values), PaDiM and
+    VQ-Flow as built. Size = the float32 state a deployment keeps: PatchCore's bank, PaDiM's
+    Gaussians, Patch AE's trained layers + bank, VQ-Flow's trained layers (backbone not counted)."""
+    from pvqae.backbones import load_backbone
+    from pvqae.baselines import harness
+
+    bp = params["baselines"]
+    backbone, status = load_backbone(bp["backbone"], bp.get("backbone_weights"))
+    if backbone is None:
+        return {"status": status}
+    torch.manual_seed(seed)
+    x = torch.rand(batch_size, channels, image_size, image_size)
+    data = {"image_size": image_size, "channels": channels}
+    out = {"backbone": bp["backbone"], "batch_size": batch_size}
+    for m in ("patchcore", "padim", "patch_ae", "vq_flow"):
+        model = harness.build(m, bp, data, seed, backbone).eval()
+        if m == "patchcore":
+            positions = math.ceil(image_size / model.strides[0]) ** 2
+            bank = coreset_size(n_train * positions, model.coreset_ratio)
+            model.memory_bank = torch.randn(bank, model.memory_bank.shape[1])
+        elif m == "padim":
+            model.fit(torch.rand(4, channels, image_size, image_size), progress=False)
+        elif m == "patch_ae":
+            positions = math.ceil(image_size / model.patch) ** 2
+            model.memory_bank = torch.randn(coreset_size(n_train * positions, model.cfg.coreset_ratio),
+                                            model.cfg.feature_dim)
+        with torch.no_grad():
+            secs = _timed(lambda: model(x), repeats)
+        kept = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+        out[m] = {"inference_images_per_second": batch_size / secs,
+                  "mb": sum(t.numel() * t.element_size() for t in kept.values()) / 1e6}
+    return out
 
 
 # Issue targets for the cpu profile (real data, 2 cores); the paper's numbers are in paper_numbers.yaml.
@@ -443,4 +486,15 @@ def table(out_dir: Path) -> str:
                     f"| {r['inference_peak_rss_mb']:.0f} | {r['train_images_per_second']:.1f} "
                     f"| {r['model_mb'] + r['prior_mb']:.1f} | {b['full_mb']:.0f} / {b['coreset_mb']:.0f} ({b['n_train']}) "
                     f"| {m['cpu_count']} CPU, torch {m['torch'].split('+')[0]}{', CUDA' if m['cuda'] else ''} |")
-    return "\n".join(rows) + "\n"
+    base = ["", "Feature-based baselines in the same run (inference images/s at the batch above, the backbone "
+            "included; MB = what a deployment keeps beside the backbone):", "",
+            "| profile | image | backbone | PatchCore img/s (MB) | PaDiM img/s (MB) | Patch AE img/s (MB) "
+            "| VQ-Flow img/s (MB) |", "|---|---|---|---|---|---|---|"]
+    for p in sorted(Path(out_dir).glob("speed_size_*.json")):
+        r = json.loads(p.read_text())
+        b = r.get("baselines") or {}
+        if "patchcore" in b:
+            cells = " | ".join(f"{b[m]['inference_images_per_second']:.1f} ({b[m]['mb']:.0f})"
+                               for m in ("patchcore", "padim", "patch_ae", "vq_flow"))
+            base.append(f"| {r['profile']} | {r['image_size']} px | {b['backbone']} | {cells} |")
+    return "\n".join(rows + (base if len(base) > 5 else [])) + "\n"

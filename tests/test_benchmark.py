@@ -67,6 +67,12 @@ def test_tiny_benchmark_writes_every_field(tmp_path, monkeypatch):
     assert by_batch[str(data["batch_size"])] == data["inference_images_per_second"]
     assert data["inference_peak_rss_mb"] == data["peak_rss_mb_by_batch_size"][str(data["batch_size"])]
     assert data["train_batch_size"] == 2
+    b = data["baselines"]  # the feature-based baselines on EfficientNet-Lite0, timed the same way
+    assert b["backbone"] == "efficientnet-lite0"
+    for m in ("patchcore", "padim", "patch_ae", "vq_flow"):
+        assert b[m]["inference_images_per_second"] > 0 and b[m]["mb"] > 0, m
+    # PatchCore's bank: 10 % of 10 images x (32 / 8)^2 positions, 1024-d float32
+    assert b["patchcore"]["mb"] == pytest.approx(16 * 1024 * 4 / 1e6)
     assert 0 < data["model_mb"] < 10 and data["model_mb"] == benchmark.state_dict_mb(
         benchmark.PVQAE(benchmark.pipeline.model_config(benchmark.profile_params(["tiny"])["model"],
                                                        benchmark.profile_params(["tiny"])["data"])))
