@@ -87,6 +87,9 @@ tabs = {
                                    tables / "table3_priors", ""),
     "allocation": (repo_path(paths["tables"]) / "evaluate" / "code_allocation.md").read_text(),
 }
+orows = report.other_system_rows(dataset, results, backbone)
+if orows:
+    tabs["other_systems"] = pipeline.write_table(orows, tables / "other_systems", "")
 texts = {
     "table1": report.claim_table1(results),
     "core": report.claim_core(results, classes),

@@ -111,6 +111,28 @@ def paper_rows(dataset: str, classes: list[str], results: dict[str, dict | str],
     return rows
 
 
+def other_system_rows(dataset: str, results: dict[str, dict | str], backbone: str | None = None) -> list[dict]:
+    """The study's two other systems (documents 001, 002): each one's own headline number (MVTec
+    AD mean, labelled *paper*) beside ours on this run's data, with what differs. A delta is
+    given only when this run is the whole MVTec AD."""
+    from pvqae.backbones import backbone_label
+
+    rows = []
+    for m, p in paper_numbers().get("other_systems", {}).items():
+        if m not in results:
+            continue
+        r = results[m]
+        row = {"method": method_label(m, backbone), "document": p["document"]}
+        for j, k in enumerate(("image", "pixel")):
+            ours = None if isinstance(r, str) else r["mean"].get(f"{k}_auroc")
+            row[f"{k} ours (this data)"] = "not run" if ours is None else f"{100 * ours:.1f}"
+            row[f"{k} paper (MVTec AD mean)"] = "n/a" if p["mvtec_mean"][j] is None else f"{p['mvtec_mean'][j]:.1f}"
+        row["what differs"] = (f"ours: {backbone_label(backbone) if backbone else 'no backbone'}, this study's "
+                               f"size and steps, dataset {dataset}; paper: {p['setup']}")
+        rows.append(row)
+    return rows
+
+
 def _mean_pair(pairs: list[tuple]) -> tuple:
     if not pairs or any(v is None for p in pairs for v in p):
         return (None, None)
@@ -288,6 +310,9 @@ def build_report(*, header: dict, times: list[dict], table1_md: str, paper_md: s
         out += [texts["floor"], ""]
     out += ["### Paper vs ours", "", paper_md if paper_md else
             "The paper reports no numbers for this dataset (e.g. the synthetic default): no paper columns.", ""]
+    if tables_md.get("other_systems"):
+        out += ["### The study's other systems: their own headline numbers (paper) beside ours", "",
+                tables_md["other_systems"], ""]
     for key, title in (("static_vs_pvqae", "Core claim: static VQ vs PVQAE"), ("table2", "Table II: lambda schedule"),
                        ("fig5", "Fig. 5: lambda_max sweep"), ("table3", "Table III: normal budget priors"),
                        ("allocation", "Code allocation: normal vs defective, routed vs prior")):

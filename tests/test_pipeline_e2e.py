@@ -178,6 +178,7 @@ def test_report_embeds_every_table_and_figure(tiny_repo):
     assert "profile**: tiny" in md and "training seeds**: [0]" in md
     assert "**Margin over the floor** (the median-filter residual, no training:" in md
     assert "PatchCore (EfficientNet-Lite0)" in md and "same post-processing" in md
+    assert "The study's other systems: their own headline numbers (paper) beside ours" in md
 
 
 def test_dvc_metrics_show_lists_per_class_metrics(tiny_repo):

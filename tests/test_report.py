@@ -377,3 +377,14 @@ def test_table1_names_the_backbone_and_the_floor_margins():
     worse = dict(results, pvqae=_res(0.50))
     assert "At or below the floor by image AUROC: PVQAE." in report.claim_floor(worse, "efficientnet-lite0")
     assert "did not run" in report.claim_floor({"pvqae": _res(0.5)})
+
+
+def test_other_systems_show_their_own_headline_numbers_labelled():
+    results = {"vq_flow": _res(0.95, 0.9), "patch_ae": "not run: no pretrained weights"}
+    rows = report.other_system_rows("mtsd", results, "efficientnet-lite0")
+    vf, pa = rows
+    assert vf["method"] == "VQ-Flow (EfficientNet-Lite0)" and vf["image ours (this data)"] == "95.0"
+    assert vf["image paper (MVTec AD mean)"] == "99.5" and vf["pixel paper (MVTec AD mean)"] == "98.3"
+    assert "ConvNeXtV2" in vf["what differs"] and "EfficientNet-Lite0" in vf["what differs"]
+    assert pa["image ours (this data)"] == "not run" and pa["pixel paper (MVTec AD mean)"] == "n/a"
+    assert report.other_system_rows("mtsd", {"pvqae": _res(0.5)}) == []
