@@ -321,3 +321,21 @@ def test_patchcore_and_padim_on_imagenet_lite0_find_a_pasted_defect(lite0):
         assert out.image_score[3] > out.image_score[:3].max(), type(model).__name__
         assert square_mask().flatten()[out.score_map[3].argmax()], type(model).__name__
     assert PaDiM(lite0, dims=None).channel_index.numel() == 24 + 40 + 112
+
+
+def test_padim_inverts_covariances_correctly_after_a_thread_count_change():
+    """MKL's batched LU (torch.linalg.inv) breaks after set_num_threads(1) -> (2) in a process;
+    PaDiM's Cholesky inverse stays exact. Run in a fresh interpreter: the state is per process."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "from pvqae.baselines.padim import invert_spd\n"
+        "torch.manual_seed(0)\n"
+        "torch.set_num_threads(1); torch.set_num_threads(2)\n"
+        "a = torch.randn(64, 176, 40); c = a @ a.transpose(1, 2) / 40 + 0.01 * torch.eye(176)\n"
+        "print(float((invert_spd(c) @ c - torch.eye(176)).abs().max()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert float(out.split()[-1]) < 1e-2

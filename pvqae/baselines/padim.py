@@ -45,6 +45,17 @@ def random_channels(total: int, dims: int | None, seed: int) -> torch.Tensor:
     return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:dims].sort().values
 
 
+def invert_spd(cov: torch.Tensor) -> torch.Tensor:
+    """Inverses of a batch of symmetric positive definite matrices (..., d, d) by Cholesky.
+
+    Not ``torch.linalg.inv``: besides being the exact tool for a regularised covariance, the
+    Cholesky path stays right where MKL's batched LU does not; with torch 2.13's MKL, after
+    ``torch.set_num_threads`` lowers and raises the thread count in a process, batched
+    ``inv`` / ``solve`` return garbage or raise "Pivots given to lu_solve must all be >= 1"
+    (``tests/test_baselines_memory.py`` reproduces it in a fresh process)."""
+    return torch.cholesky_inverse(torch.linalg.cholesky(cov))
+
+
 class PaDiM(FrozenBackboneModel):
     """PaDiM on a frozen ImageNet backbone (defaults: the paper's / reference's).
 
@@ -106,7 +117,7 @@ class PaDiM(FrozenBackboneModel):
         outer /= max(n - 1, 1)
         outer.diagonal(dim1=1, dim2=2).add_(self.cov_eps)
         for p in range(0, len(outer), self.chunk_size):  # invert in place, a chunk of positions at a time
-            outer[p:p + self.chunk_size] = torch.linalg.inv(outer[p:p + self.chunk_size])
+            outer[p:p + self.chunk_size] = invert_spd(outer[p:p + self.chunk_size])
         self.mean = shift + centred_sum
         self.cov_inv = outer
         positions, d = self.mean.shape
