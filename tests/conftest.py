@@ -15,6 +15,35 @@ import torch
 TINY_CLASSES = ("printed", "texture")  # sorted, as the manifest lists them
 
 
+def textures(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """(n, 3, size, size) defect-free "normal" images: two sinusoids with random phases."""
+    import math
+
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    out = []
+    for _ in range(n):
+        ph = torch.rand(2, generator=g) * 2 * math.pi
+        out.append((0.5 + 0.25 * torch.sin(xx / 3.0 + ph[0]) + 0.2 * torch.sin(yy / 5.0 + ph[1])).expand(3, -1, -1))
+    return torch.stack(out).clamp(0, 1)
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The ImageNet EfficientNet-Lite0 from its installed weights package (frozen)."""
+    from pvqae.backbones import load_backbone
+
+    return load_backbone("efficientnet-lite0")[0]
+
+
+@pytest.fixture
+def resume_in_tmp(monkeypatch, tmp_path):
+    """Training loops' resume checkpoints under tmp_path."""
+    import pvqae.train as T
+
+    monkeypatch.setattr(T, "RESUME_ROOT", tmp_path / "resume")
+
+
 def tiny_data_params() -> dict:
     """The ``data`` section of params.yaml for a tiny synthetic set (2 classes, 32 px)."""
     return {

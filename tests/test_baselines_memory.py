@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from conftest import textures
 
 from pvqae import backbones
 from pvqae.backbones import load_backbone, state_dict_from_file
@@ -30,17 +31,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest: threads thra
 
 S = 64
 SQUARE = (24, 40)  # rows/cols of the pasted noise square (centre of the image)
-
-
-def textures(n: int, size: int = S, seed: int = 0) -> torch.Tensor:
-    """(n, 3, size, size) defect-free "normal" images: two sinusoids with random phases."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    out = []
-    for _ in range(n):
-        ph = torch.rand(2, generator=g) * 2 * math.pi
-        out.append((0.5 + 0.25 * torch.sin(xx / 3.0 + ph[0]) + 0.2 * torch.sin(yy / 5.0 + ph[1])).expand(3, -1, -1))
-    return torch.stack(out).clamp(0, 1)
 
 
 def paste_noise(image: torch.Tensor, seed: int = 1) -> torch.Tensor:
@@ -302,12 +292,6 @@ def test_nearest_distance_is_exact_at_large_norms():
     torch.testing.assert_close(d[-35:], direct, rtol=1e-6, atol=0)
     plain = torch.cdist(queries[-35:], bank).min(1).values  # what the fix replaces
     assert (plain - direct).abs().max() > 100 * (d[-35:] - direct).abs().max()
-
-
-@pytest.fixture(scope="module")
-def lite0():
-    model, _ = load_backbone("efficientnet-lite0")
-    return model
 
 
 def test_patchcore_and_padim_on_imagenet_lite0_find_a_pasted_defect(lite0):

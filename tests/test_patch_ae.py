@@ -7,34 +7,13 @@ import math
 
 import pytest
 import torch
+from conftest import textures
 
-import pvqae.train as T
-from pvqae.backbones import load_backbone
 from pvqae.baselines.patch_ae import PatchAE, PatchAEConfig, defect_augment, train_patch_ae
 from pvqae.train import BatchStream
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-S = 64
-
-
-@pytest.fixture(autouse=True)
-def _resume_in_tmp(monkeypatch, tmp_path):
-    monkeypatch.setattr(T, "RESUME_ROOT", tmp_path / "resume")
-
-
-@pytest.fixture(scope="module")
-def lite0():
-    return load_backbone("efficientnet-lite0")[0]
-
-
-def textures(n: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(float(S)), torch.arange(float(S)), indexing="ij")
-    out = []
-    for _ in range(n):
-        ph = torch.rand(2, generator=g) * 2 * math.pi
-        out.append((0.5 + 0.25 * torch.sin(xx / 3.0 + ph[0]) + 0.2 * torch.sin(yy / 5.0 + ph[1])).expand(3, -1, -1))
-    return torch.stack(out).clamp(0, 1)
+pytestmark = pytest.mark.usefixtures("one_thread", "resume_in_tmp")
+S = 64  # conftest.textures' default size
 
 
 def _cfg(**kw) -> PatchAEConfig:

@@ -37,6 +37,16 @@ def patch_scores_to_output(patch_scores: torch.Tensor, size: tuple[int, int]) ->
     return BaselineOutput(score_map=up, image_score=up.flatten(1).max(1).values)
 
 
+def config_from_dict(cls, d: dict, section: str):
+    """A dataclass config from a params dict; an unknown key is an error naming the section
+    (a typo must not silently run the default); list values of tuple fields become tuples."""
+    fields = cls.__dataclass_fields__
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"{section}: unknown keys {unknown}; valid: {sorted(fields)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
 class FrozenBackboneModel(nn.Module):
     """Base of the memory-based baselines: a frozen, always-eval ImageNet backbone plus fitted
     buffers. ``state_dict()`` leaves the backbone out (a checkpoint holds only what was

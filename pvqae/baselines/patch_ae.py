@@ -39,7 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pvqae.backbones import FeatureExtractor
-from pvqae.baselines.common import BaselineOutput, patch_scores_to_output
+from pvqae.baselines.common import BaselineOutput, config_from_dict, patch_scores_to_output
 from pvqae.baselines.patchcore import coreset_size, greedy_coreset, nearest_distance, sparse_random_projection
 from pvqae.data.validation import paste_defects
 from pvqae.losses import check_finite
@@ -70,13 +70,7 @@ class PatchAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PatchAEConfig":
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"baselines.patch_ae: unknown keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        d = dict(d)
-        if "strides" in d:
-            d["strides"] = tuple(d["strides"])
-        return cls(**d)
+        return config_from_dict(cls, d, "baselines.patch_ae")
 
 
 class PatchAE(nn.Module):

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pvqae.backbones import FeatureExtractor
-from pvqae.baselines.common import BaselineOutput
+from pvqae.baselines.common import BaselineOutput, config_from_dict
 from pvqae.losses import check_finite
 from pvqae.quantizer import VectorQuantizer
 from pvqae.train import BatchStream, ResumableRun
@@ -70,13 +70,7 @@ class VQFlowConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VQFlowConfig":
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"baselines.vq_flow: unknown keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        d = dict(d)
-        if "strides" in d:
-            d["strides"] = tuple(d["strides"])
-        return cls(**d)
+        return config_from_dict(cls, d, "baselines.vq_flow")
 
 
 def positional_encoding(dim: int, h: int, w: int) -> torch.Tensor:
