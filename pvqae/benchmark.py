@@ -335,7 +335,8 @@ def baselines_record(reports: Path, tag: str, params: dict) -> dict:
             return sum(v) / len(v) if v else None
 
         rec = {k: res[k] for k in ("mean", "std", "per_class", "n_seeds")}
-        rec.update({"fit_seconds": mean_of(fits, "seconds"), "scoring_seconds": mean_of(per_seed, "scoring_seconds"),
+        fit_key = "seconds" if fits and "seconds" in fits[0] else "train_seconds"  # trained models report the latter
+        rec.update({"fit_seconds": mean_of(fits, fit_key), "scoring_seconds": mean_of(per_seed, "scoring_seconds"),
                     "inference_images_per_second": res.get("inference_images_per_second")})
         for key in ("bank_size", "bank_size_full", "bank_mb", "bank_mb_full", "mb", "feature_dim", "grid"):
             if fits and key in fits[0]:
