@@ -424,7 +424,7 @@ def accuracy_table(out_dir: Path) -> str:
 
 def _baseline_rows(r: dict) -> list[str]:
     from pvqae.backbones import backbone_label
-    from pvqae.report import ON_BACKBONE
+    from pvqae.baselines import NEEDS_BACKBONE
 
     b = r["baselines"]
     out = []
@@ -440,7 +440,7 @@ def _baseline_rows(r: dict) -> list[str]:
         fit = rec.get("fit_seconds")
         ips = rec.get("inference_images_per_second")
         out.append(f"| {dataset_tag(r)} | {r['profile']} | {r['image_size']} px | {m} "
-                   f"| {backbone_label(b['backbone']) if m in ON_BACKBONE else '-'} | {b['seeds']} "
+                   f"| {backbone_label(b['backbone']) if m in NEEDS_BACKBONE else '-'} | {b['seeds']} "
                    f"| {100 * mean['image_auroc']:.1f}{spread('image_auroc')} / {100 * mean['pixel_auroc']:.1f}"
                    f"{spread('pixel_auroc')} | {100 * mean['aupro']:.1f} | {margin} "
                    f"| {'-' if fit is None else f'{fit:.0f}'} | {'-' if ips is None else f'{ips:.1f}'} "

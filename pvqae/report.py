@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pvqae.baselines import NEEDS_BACKBONE
 from pvqae.study import pm
 
 PAPER_FILE = Path(__file__).with_name("paper_numbers.yaml")
@@ -30,9 +31,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "patch_ae": ("Patch AE", "patch_ae"),
     "vq_flow": ("VQ-Flow", "vq_flow"),
 }
-# methods on a pretrained backbone: their label names it; the paper's runs used WRN50
-ON_BACKBONE = ("patchcore", "padim", "patch_ae", "vq_flow")
-PAPER_BACKBONE = "WRN50"
+PAPER_BACKBONE = "WRN50"  # what the paper's memory-based rows stood on
 FLOOR = "median_filter"
 # which paper table rows a dataset of ours can be compared with
 PAPER_DATASETS = {"mvtec": "mvtec", "btad": "btad", "mtsd": "mtsd"}
@@ -44,7 +43,7 @@ def method_label(method: str, backbone: str | None = None) -> str:
     from pvqae.backbones import backbone_label
 
     label = METHODS.get(method, (method, method))[0]
-    return f"{label} ({backbone_label(backbone)})" if backbone and method in ON_BACKBONE else label
+    return f"{label} ({backbone_label(backbone)})" if backbone and method in NEEDS_BACKBONE else label
 
 
 def paper_numbers() -> dict:
@@ -99,7 +98,7 @@ def paper_rows(dataset: str, classes: list[str], results: dict[str, dict | str],
             pairs.append((cls, ours, p))
         for cls, ours, p in pairs + ([("mean", _mean_pair([o for _, o, _ in pairs]),
                                        list(np.mean([q for _, _, q in pairs], 0)))] if len(pairs) > 1 else []):
-            row = {"class": cls, "method": label, "paper backbone": PAPER_BACKBONE if m in ON_BACKBONE else "-"}
+            row = {"class": cls, "method": label, "paper backbone": PAPER_BACKBONE if m in NEEDS_BACKBONE else "-"}
             for j, k in enumerate(("image", "pixel")):
                 o = ours[j]
                 row[f"{k} ours"] = "not run" if isinstance(r, str) else (

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from pvqae import pipeline
 from pvqae.backbones import FeatureExtractor
+from pvqae.baselines import METHODS, NEEDS_BACKBONE
 from pvqae.baselines.ae_ssim import AESSIM, AESSIMConfig, train_ae_ssim
 from pvqae.baselines.common import BaselineOutput
 from pvqae.baselines.median_filter import MedianFilterResidual
@@ -39,8 +40,6 @@ from pvqae.checkpoint import save_checkpoint
 from pvqae.scoring import ScoreConfig, postprocess
 from pvqae.study import aggregate_seeds, seed_dir
 
-METHODS = ("median_filter", "ae_ssim", "patchcore", "padim", "patch_ae", "vq_flow")
-NEEDS_BACKBONE = ("patchcore", "padim", "patch_ae", "vq_flow")
 
 
 @torch.no_grad()
@@ -102,12 +101,10 @@ def run_method(method: str, bparams: dict, data: dict, train: dict, test: dict, 
         cfg = AESSIMConfig.from_dict(bparams["ae_ssim"])
         stream = pipeline.train_stream(train, cfg.batch_size, seed, cfg.augment_jitter)
         summary = train_ae_ssim(model, stream, cfg, out_dir, method, seed, progress=progress)
-    elif method == "patch_ae":
+    elif method in ("patch_ae", "vq_flow"):
         stream = pipeline.train_stream(train, model.cfg.batch_size, seed, model.cfg.augment_jitter)
-        summary = train_patch_ae(model, train["image"], stream, out_dir, method, seed, progress=progress)
-    elif method == "vq_flow":
-        stream = pipeline.train_stream(train, model.cfg.batch_size, seed, model.cfg.augment_jitter)
-        summary = train_vq_flow(model, stream, out_dir, method, seed, progress=progress)
+        summary = (train_patch_ae(model, train["image"], stream, out_dir, method, seed, progress=progress)
+                   if method == "patch_ae" else train_vq_flow(model, stream, out_dir, method, seed, progress=progress))
     else:
         summary = model.fit(train["image"], batch_size=ev["batch_size"], progress=progress)
         save_checkpoint(out_dir / f"{method}.pt", {"model": model.state_dict(), "seed": seed, "method": method})
