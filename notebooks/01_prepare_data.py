@@ -17,22 +17,17 @@
 # Outputs: `reports/prepared/{arrays.npz,manifest.json}`, `reports/figures/prepare/`.
 
 # %% tags=["parameters"]
-params = None  # injected by `python -m pvqae run prepare`: params.yaml sections of this stage
-paths = None  # injected: output paths (pvqae.config.PATHS)
+params = None  # injected by `python -m pvqae run`: the params.yaml sections of this stage
+paths = None  # injected: output paths (pvqae.stages.PATHS)
 
 # %%
 import numpy as np
 
-from pvqae import pipeline, plots
-from pvqae.config import PATHS, stage_params
-from pvqae.paths import repo_path
+from pvqae import plots, stages
+from pvqae.stages import prepare
 
-params = params or stage_params("prepare")
-paths = paths or dict(PATHS)
-prepared = repo_path(paths["prepared"])
-figdir = repo_path(paths["figures"]) / "prepare"
-
-manifest = pipeline.prepare(params["data"], prepared, params["seed"])
+cfg, paths = stages.configure("prepare", params, paths)
+manifest = prepare.run(cfg, paths)
 print(f"dataset {manifest['dataset']} from {manifest['root']}: classes {manifest['classes']}")
 print("images per split:", manifest["counts"], f"- coarse grid {manifest['coarse_grid']}")
 manifest["summary"]
@@ -42,7 +37,7 @@ manifest["summary"]
 # cached per-patch DWT entropy (bright = rich context = cheaper fine codes).
 
 # %%
-arr = np.load(prepared / "arrays.npz")
+arr = np.load(stages.out_path(paths, "prepared") / "arrays.npz")
 picks, titles = [], []
 for k, cls in enumerate(manifest["classes"]):
     for label in (0, 1):
@@ -52,5 +47,5 @@ for k, cls in enumerate(manifest["classes"]):
             titles.append(f"{cls} / {manifest['samples'][idx[0]]['defect']}")
 picks = np.array(picks)
 fig = plots.sample_grid(arr["images"][picks] / 255.0, arr["masks"][picks], arr["entropy"][picks], titles)
-plots.save_fig(fig, figdir / "samples")
+plots.save_fig(fig, stages.out_path(paths, "figures") / "prepare" / "samples")
 fig

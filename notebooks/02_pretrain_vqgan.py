@@ -19,35 +19,26 @@
 # Outputs: `reports/models/pretrain/`, `reports/figures/pretrain/`.
 
 # %% tags=["parameters"]
-params = None  # injected: params.yaml sections of this stage
-paths = None  # injected: output paths
+params = None  # injected by `python -m pvqae run`: the params.yaml sections of this stage
+paths = None  # injected: output paths (pvqae.stages.PATHS)
 
 # %%
-from pvqae import pipeline, plots, study
-from pvqae.config import PATHS, stage_params
+from pvqae import plots, stages
 from pvqae.model import PVQAE
-from pvqae.paths import repo_path
+from pvqae.stages import pretrain
 
-params = params or stage_params("pretrain")
-paths = paths or dict(PATHS)
-seeds = study.training_seeds(params)
-out_dir = repo_path(paths["pretrain_models"])
-figdir = repo_path(paths["figures"]) / "pretrain"
-train = pipeline.load_prepared(paths["prepared"], "train")
-val = pipeline.load_prepared(paths["prepared"], "val")
-model_cfg = pipeline.model_config(params["model"], params["data"])
-print(f"{len(train['image'])} training / {len(val['image'])} held-out normal images, classes {train['classes']}; "
-      f"PVQAE autoencoder {sum(p.numel() for p in PVQAE(model_cfg).parameters()) / 1e6:.2f} M parameters, "
-      f"grids (coarse, median, fine) = {model_cfg.grids}; training seeds {seeds}")
+cfg, paths = stages.configure("pretrain", params, paths)
+model_cfg = cfg.model_config()
+print(f"PVQAE autoencoder {sum(p.numel() for p in PVQAE(model_cfg).parameters()) / 1e6:.2f} M parameters, "
+      f"grids (coarse, median, fine) = {model_cfg.grids}; training seeds {list(cfg.seeds)}")
 
 # %%
-summaries = {s: study.pretrain(params, train, val, study.seed_dir(out_dir, s), s) for s in seeds}
-pipeline.write_json({f"seed{s}": v for s, v in summaries.items()}, out_dir / "summary.json")
+summaries = pretrain.run(cfg, paths)
 {s: {m: {k: v[k] for k in ("train_seconds", "heldout_l1")} for m, v in d.items()} for s, d in summaries.items()}
 
 # %%
-first = study.seed_dir(out_dir, seeds[0])
+first = stages.seed_dir(stages.out_path(paths, "pretrain_models"), cfg.seeds[0])
 fig = plots.training_curves({"PVQAE (random routing)": first / "pvqae_pretrain_log.csv",
                              "static VQ": first / "static_vq_log.csv"}, keys=("rec", "vq", "g", "d"))
-plots.save_fig(fig, figdir / "training_curves")
+plots.save_fig(fig, stages.out_path(paths, "figures") / "pretrain" / "training_curves")
 fig

@@ -17,30 +17,18 @@
 # Outputs: `reports/models/budget/`, `reports/figures/budget/`.
 
 # %% tags=["parameters"]
-params = None  # injected: params.yaml sections of this stage
-paths = None  # injected: output paths
+params = None  # injected by `python -m pvqae run`: the params.yaml sections of this stage
+paths = None  # injected: output paths (pvqae.stages.PATHS)
 
 # %%
-from pvqae import pipeline, plots, study
-from pvqae.config import PATHS, stage_params
-from pvqae.paths import repo_path
-from pvqae.train import routed_levels
+from pvqae import plots, stages
+from pvqae.data.prepared import load_prepared
+from pvqae.model import routed_levels
+from pvqae.stages import budget
 
-params = params or stage_params("budget")
-paths = paths or dict(PATHS)
-seeds = study.training_seeds(params)
-pre_dir = repo_path(paths["pretrain_models"])
-out_dir = repo_path(paths["budget_models"])
-figdir = repo_path(paths["figures"]) / "budget"
-train = pipeline.load_prepared(paths["prepared"], "train")
-val = pipeline.load_prepared(paths["prepared"], "val")
-
-# %%
-models, summaries = {}, {}
-for s in seeds:
-    models[s], summaries[s] = study.learn_budget(params, train, val, study.seed_dir(pre_dir, s) / "pvqae_pretrain.pt",
-                                                 study.seed_dir(out_dir, s), s)
-pipeline.write_json({f"seed{s}": v for s, v in summaries.items()}, out_dir / "summary.json")
+cfg, paths = stages.configure("budget", params, paths)
+figdir = stages.out_path(paths, "figures") / "budget"
+models, summaries = budget.run(cfg, paths)
 {s: {k: v[k] for k in ("train_seconds", "heldout_l1")} for s, v in summaries.items()}
 
 # %% [markdown]
@@ -49,15 +37,16 @@ pipeline.write_json({f"seed{s}": v for s, v in summaries.items()}, out_dir / "su
 # first training seed.
 
 # %%
-fig = plots.level_fraction_curve(study.seed_dir(out_dir, seeds[0]) / "pvqae_log.csv")
+fig = plots.level_fraction_curve(stages.seed_dir(stages.out_path(paths, "budget_models"), cfg.seeds[0]) / "pvqae_log.csv")
 plots.save_fig(fig, figdir / "level_fractions")
 fig
 
 # %%
-show = val if len(val["image"]) else train
+val = load_prepared(paths["prepared"], "val")
+show = val if len(val["image"]) else load_prepared(paths["prepared"], "train")
 pick = [next(i for i, c in enumerate(show["class_index"].tolist()) if c == k)
         for k in range(len(show["classes"])) if k in show["class_index"].tolist()]
-lv = routed_levels(models[seeds[0]], show["image"][pick]).numpy()
+lv = routed_levels(models[cfg.seeds[0]], show["image"][pick]).numpy()
 fig = plots.level_maps(show["image"][pick].numpy(), lv, [show["classes"][show["class_index"][i]] for i in pick])
 plots.save_fig(fig, figdir / "routed_levels")
 fig

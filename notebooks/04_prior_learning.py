@@ -17,41 +17,30 @@
 # Outputs: `reports/models/prior/`, `reports/figures/prior/`.
 
 # %% tags=["parameters"]
-params = None  # injected: params.yaml sections of this stage
-paths = None  # injected: output paths
+params = None  # injected by `python -m pvqae run`: the params.yaml sections of this stage
+paths = None  # injected: output paths (pvqae.stages.PATHS)
 
 # %%
 import torch
 from IPython.display import display
 
-from pvqae import pipeline, plots, study
-from pvqae.config import PATHS, stage_params
-from pvqae.paths import repo_path
-from pvqae.train import load_model, routed_levels
+from pvqae import plots, stages
+from pvqae.data.prepared import load_prepared
+from pvqae.model import PVQAE, routed_levels
+from pvqae.stages import prior as prior_stage
 
-params = params or stage_params("prior")
-paths = paths or dict(PATHS)
-seeds = study.training_seeds(params)
-out_dir = repo_path(paths["prior_models"])
-figdir = repo_path(paths["figures"]) / "prior"
-train = pipeline.load_prepared(paths["prepared"], "train")
-val = pipeline.load_prepared(paths["prepared"], "val")
-
-# %%
-priors, summaries = {}, {}
-for s in seeds:
-    model = load_model(study.seed_dir(paths["budget_models"], s) / "pvqae.pt")
-    priors[s], summaries[s] = study.learn_prior(model, train, val, params["prior"],
-                                                study.seed_dir(out_dir, s) / "prior.pt", s)
-pipeline.write_json({f"seed{s}": v for s, v in summaries.items()}, out_dir / "summary.json")
+cfg, paths = stages.configure("prior", params, paths)
+figdir = stages.out_path(paths, "figures") / "prior"
+priors, summaries = prior_stage.run(cfg, paths)
 {s: {k: v for k, v in d.items() if k != "history"} for s, d in summaries.items()}
 
 # %%
-prior = priors[seeds[0]]
+prior = priors[cfg.seeds[0]]
+val = load_prepared(paths["prepared"], "val")
 if prior is not None and len(val["image"]):
     pick = list(range(min(6, len(val["image"]))))
-    val_levels = routed_levels(load_model(study.seed_dir(paths["budget_models"], seeds[0]) / "pvqae.pt"),
-                               val["image"][pick])
+    model = PVQAE.from_checkpoint(stages.seed_dir(stages.out_path(paths, "budget_models"), cfg.seeds[0]) / "pvqae.pt")
+    val_levels = routed_levels(model, val["image"][pick])
     with torch.no_grad():
         pl = prior.predict_all(val_levels, val["class_index"][pick]).argmax(1).numpy()
     fig = plots.level_maps(val["image"][pick].numpy(), val_levels.numpy(),

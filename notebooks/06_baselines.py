@@ -26,31 +26,16 @@
 # Outputs: `reports/metrics/baselines.json`, `reports/models/baselines/`.
 
 # %% tags=["parameters"]
-params = None  # injected: params.yaml sections of this stage
-paths = None  # injected: output paths
+params = None  # injected by `python -m pvqae run`: the params.yaml sections of this stage
+paths = None  # injected: output paths (pvqae.stages.PATHS)
 
 # %%
-from pvqae import pipeline, study
-from pvqae.baselines import harness
-from pvqae.backbones import load_backbone
-from pvqae.config import PATHS, stage_params
-from pvqae.paths import repo_path
+from pvqae import stages
+from pvqae.stages import baselines
 
-params = params or stage_params("baselines")
-paths = paths or dict(PATHS)
-bp, ev = params["baselines"], params["evaluate"]
-seeds = study.training_seeds(params)
-methods = list(bp["methods"])
-out_dir = repo_path(paths["baseline_models"])
-train = pipeline.load_prepared(paths["prepared"], "train")
-test = pipeline.load_prepared(paths["prepared"], "test")
-backbone, backbone_status = (load_backbone(bp["backbone"], bp["backbone_weights"], bool(bp["download_weights"]))
-                             if set(methods) & set(harness.NEEDS_BACKBONE) else (None, "not needed"))
-print(f"methods {methods}; seeds {seeds}; backbone {bp['backbone']}: {backbone_status}")
-
-# %%
-run = harness.run_all(methods, bp, params["data"], train, test, ev, seeds, out_dir, backbone, backbone_status)
-pipeline.write_json({"seeds": seeds, "backbone": bp["backbone"], "backbone_status": backbone_status, **run}, repo_path(paths["metrics"]) / "baselines.json")
-out_dir.mkdir(parents=True, exist_ok=True)
-{m: (run["status"][m], {k: round(100 * run["results"][m]["mean"][k], 1) for k in ("image_auroc", "pixel_auroc")}
-     if m in run["results"] else None) for m in methods}
+cfg, paths = stages.configure("baselines", params, paths)
+record = baselines.run(cfg, paths)
+print(f"methods {list(cfg.baselines.methods)}; seeds {list(cfg.seeds)}; backbone {cfg.baselines.backbone}: "
+      f"{record['backbone_status']}")
+{m: (record["status"][m], {k: round(100 * record["results"][m]["mean"][k], 1) for k in ("image_auroc", "pixel_auroc")}
+     if m in record["results"] else None) for m in cfg.baselines.methods}

@@ -18,41 +18,22 @@
 # Outputs: `reports/figures/qualitative/`.
 
 # %% tags=["parameters"]
-params = None  # injected: params.yaml sections of this stage
-paths = None  # injected: output paths
+params = None  # injected by `python -m pvqae run`: the params.yaml sections of this stage
+paths = None  # injected: output paths (pvqae.stages.PATHS)
 
 # %%
-import numpy as np
+from pvqae import plots, stages
+from pvqae.stages import figures
 
-from pvqae import pipeline, plots, study
-from pvqae.config import PATHS, stage_params
-from pvqae.paths import repo_path
-
-params = params or stage_params("figures")
-paths = paths or dict(PATHS)
-n_per_class = int(params["figures"]["samples_per_class"])
-test = pipeline.load_prepared(paths["prepared"], "test")
-first = study.seed_dir(repo_path(paths["scores"]), study.training_seeds(params)[0])
-pv = np.load(first / "pvqae.npz")
-st = np.load(first / "static_vq.npz")
-figdir = repo_path(paths["figures"]) / "qualitative"
-ci, lab = test["class_index"].numpy(), test["label"].numpy()
-
-# %%
-rows = []
-for k, cls in enumerate(test["classes"]):
-    for i in pipeline.defect_samples(test, k, n_per_class):
-        rows.append({"image": test["image"][i].numpy(), "mask": test["mask"][i].numpy(),
-                     "static": st["maps"][i].astype(np.float32), "pvqae": pv["maps"][i].astype(np.float32),
-                     "routed": pv["routed"][i], "prior": pv["prior"][i] if "prior" in pv else None,
-                     "title": f"{cls}/{test['meta'][i]['defect']}"})
-fig = plots.defect_panels(rows)
+cfg, paths = stages.configure("figures", params, paths)
+figdir = stages.out_path(paths, "figures") / "qualitative"
+res = figures.run(cfg, paths)
+fig = plots.defect_panels(res["defect_rows"])
 plots.save_fig(fig, figdir / "fig4_defect_maps")
 fig
 
 # %%
-pick = np.concatenate([np.nonzero((ci == k) & (lab == 0))[0][:n_per_class] for k in range(len(test["classes"]))])
-fig = plots.level_maps(test["image"][pick].numpy(), pv["routed"][pick],
-                       [test["classes"][ci[i]] for i in pick], prior=pv["prior"][pick] if "prior" in pv else None)
+n = res["normal"]
+fig = plots.level_maps(n["images"], n["routed"], n["titles"], prior=n["prior"])
 plots.save_fig(fig, figdir / "level_maps_per_class")
 fig

@@ -45,14 +45,16 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from pvqae import explore, pipeline, plots
+from pvqae import explore, plots
+from pvqae.data.prepared import load_prepared
+from pvqae.model import LEVEL_NAMES
 from pvqae.paths import repo_path
 from pvqae.score_cli import load_bundle
 
 prepared = repo_path(prepared_dir)
 bundle = load_bundle(repo_path(models_dir), manifest=prepared / "manifest.json")
 model, prior = bundle.model, bundle.prior
-test = pipeline.load_prepared(prepared, "test")
+test = load_prepared(prepared, "test")
 classes = test["classes"]
 class_name = class_name or classes[0]
 save_dir = repo_path(out_dir) if out_dir else None
@@ -130,7 +132,7 @@ else:
 alloc = explore.allocation_stats(model, prior, test)
 for r in alloc:
     print(f"{r['class']:>12} {r['images']:>9} {r['budget']:>6} (n={r['n']:3d}): " +
-          "  ".join(f"{lv} {100 * r[lv]:5.1f}%" for lv in plots.LEVEL_LABELS))
+          "  ".join(f"{lv} {100 * r[lv]:5.1f}%" for lv in LEVEL_NAMES))
 fig = plots.allocation_bars(alloc)
 if save_dir is not None:
     fig.savefig(save_dir / "code_allocation.png", dpi=110, bbox_inches="tight")

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from pvqae import score_cli
-from pvqae.config import STAGES
+from pvqae.stages import ORDER
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="execute one pipeline stage's notebook (what dvc.yaml calls)")
-    r.add_argument("stage", choices=list(STAGES))
+    r.add_argument("stage", choices=list(ORDER))
     r.add_argument("--name", default=None, help="variant stage: the setting's name, e.g. lambda_max-0.5")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="variant stage: a params key it changes, e.g. --set budget.lambda_max=0.5")
@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("names", nargs="+", help="e.g. tiny | default | cpu | paper, and/or synthetic | mtsd | mvtec_bottle ...")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="also set a dotted params key, e.g. --set data.source=/data/mvtec_ad")
+
+    d = sub.add_parser("dvc-yaml", help="write dvc.yaml from the stage declarations in pvqae/stages/")
+    d.add_argument("--check", action="store_true", help="only check that dvc.yaml is current (exit 1 if not)")
 
     s = sub.add_parser("score", help="score your own images with a trained model: scores.csv, heatmaps, metrics",
                        description="Score images with a trained PVQAE (S = CE(routed, prior budget) x L2 error, "
@@ -60,10 +63,22 @@ def main(argv: list[str] | None = None) -> int:
         run_stage(args.stage, variant=args.name, overrides=parse_overrides(args.sets))
     elif args.cmd == "profile":
         from pvqae.config import apply_profiles
+        from pvqae.settings import Params
 
-        params = apply_profiles(args.names, args.sets)
+        params = apply_profiles(args.names, args.sets, validate=Params.from_dict)
         print(f"params.yaml now: profile={params.get('profile')} dataset={params['data']['dataset']} "
               f"source={params['data']['source']}; run `dvc repro`")
+    elif args.cmd == "dvc-yaml":
+        from pvqae.paths import REPO_ROOT
+        from pvqae.stages import dvc_yaml_text
+
+        path, text = REPO_ROOT / "dvc.yaml", dvc_yaml_text()
+        if args.check:
+            current = path.read_text() == text
+            print(f"{path} is {'current' if current else 'out of date: run `python -m pvqae dvc-yaml`'}")
+            return 0 if current else 1
+        path.write_text(text)
+        print(f"wrote {path}")
     elif args.cmd == "benchmark":
         import json
 

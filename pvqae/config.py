@@ -1,4 +1,5 @@
-"""Parameters, profiles, stage table and output paths.
+"""params.yaml on disk: reading it, profile overlays, dotted keys and ``--set`` overrides
+(the typed, strict view of its contents is :mod:`pvqae.settings`).
 
 ``params.yaml`` holds the default run (the synthetic dataset on 2 CPU cores). Profiles are
 overlays in ``profiles/`` that change values only, never code paths:
@@ -8,64 +9,33 @@ overlays in ``profiles/`` that change values only, never code paths:
 
 All overlays of a group set the same keys, so applying any overlay after any other gives the
 same ``params.yaml`` (``python -m pvqae profile tiny``; tests check the key sets).
+The file is rewritten round-trip (ruamel.yaml): its comments and layout stay, only changed values
+change.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import io
+import os
+import re
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.emitter import RoundTripEmitter
+from ruamel.yaml.error import CommentMark
+from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.tokens import CommentToken
 
 from pvqae.paths import REPO_ROOT
 
 PARAMS_FILE = REPO_ROOT / "params.yaml"
 PROFILE_DIR = REPO_ROOT / "profiles"
 PROFILE_GROUPS = ("size", "data")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One DVC stage = one notebook. ``sections`` are the params.yaml sections it reads."""
-
-    name: str
-    notebook: str
-    sections: tuple[str, ...]
-
-
-STAGES: dict[str, Stage] = {s.name: s for s in [
-    Stage("prepare", "01_prepare_data.py", ("seed", "data")),
-    Stage("pretrain", "02_pretrain_vqgan.py", ("seed", "seeds", "data", "model", "pretrain", "static_vq")),
-    Stage("budget", "03_budget_learning.py", ("seed", "seeds", "pretrain", "budget")),
-    Stage("prior", "04_prior_learning.py", ("seed", "seeds", "prior")),
-    Stage("evaluate", "05_evaluate.py", ("seed", "seeds", "prior", "evaluate")),
-    Stage("baselines", "06_baselines.py", ("seed", "seeds", "data", "evaluate", "baselines")),
-    # one DVC stage per ablation setting (dvc.yaml foreach): budget learning -> prior -> evaluation
-    Stage("variant", "07_budget_variant.py", ("seed", "seeds", "pretrain", "budget", "prior", "evaluate")),
-    Stage("ablations", "08_ablations.py", ("seed", "seeds", "budget", "prior", "evaluate", "ablations")),
-    Stage("figures", "09_qualitative.py", ("seed", "seeds", "figures")),
-    Stage("report", "10_report.py", ("seed", "seeds", "data", "budget", "prior", "evaluate", "ablations", "baselines")),
-]}
-
-# Every file or folder a stage writes (declared as its outs in dvc.yaml; tests check it).
-# Models of training seed k live in ``<stage folder>/seed<k>/``.
-PATHS: dict[str, str] = {
-    "prepared": "reports/prepared",
-    "pretrain_models": "reports/models/pretrain",
-    "budget_models": "reports/models/budget",
-    "prior_models": "reports/models/prior",
-    "baseline_models": "reports/models/baselines",
-    "ablation_models": "reports/models/ablations",
-    "variants": "reports/variants",
-    "scores": "reports/scores",
-    "executed": "reports/executed",
-    "metrics": "reports/metrics",
-    "tables": "reports/tables",
-    "figures": "reports/figures",
-    "report": "reports/REPORT.md",
-}
 
 
 def load_yaml(path: Path) -> dict:
@@ -79,20 +49,6 @@ def load_params(path: Path | None = None) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run from a checkout of the pvqae repository")
     return load_yaml(path)
-
-
-def stage_params(stage: str, params: dict | None = None) -> dict:
-    """The params.yaml sections a stage reads (what the runner injects into its notebook),
-    plus ``profile``."""
-    if stage not in STAGES:
-        raise KeyError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    params = params if params is not None else load_params()
-    missing = [s for s in STAGES[stage].sections if s not in params]
-    if missing:
-        raise KeyError(f"params.yaml lacks section(s) {missing} needed by stage {stage!r}")
-    out = {s: copy.deepcopy(params[s]) for s in STAGES[stage].sections}
-    out["profile"] = params.get("profile", "default")
-    return out
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
@@ -152,22 +108,194 @@ def parse_overrides(sets: list[str] | None) -> dict:
         if "=" not in s:
             raise ValueError(f"--set expects key=value, got {s!r}")
         k, v = s.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        value = yaml.safe_load(v)
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-6 (no dot) as a string
+        out[k.strip()] = value
     return out
 
 
-def apply_profiles(names: list[str], sets: list[str] | None = None, path: Path | None = None) -> dict:
-    """Merge the named overlays (and ``key=value`` settings, YAML-parsed) into params.yaml."""
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+class _Representer(RoundTripRepresenter):
+    """ruamel's round-trip writer, but new values are spelled so that PyYAML (``yaml.safe_load``,
+    which the stages use) reads them back the same: ``null`` rather than an empty value, and
+    ``1.0e-05`` rather than ``1e-05`` (a string to YAML 1.1)."""
+
+    def represent_none(self, data):
+        return self.represent_scalar("tag:yaml.org,2002:null", "null")
+
+    def represent_float(self, data):
+        node = super().represent_float(data)
+        if "e" in node.value and "." not in node.value:
+            node.value = node.value.replace("e", ".0e", 1)
+        return node
+
+
+_Representer.add_representer(type(None), _Representer.represent_none)
+_Representer.add_representer(float, _Representer.represent_float)
+
+
+class _Emitter(RoundTripEmitter):
+    """Puts an inline comment that a longer new value overruns two spaces after it (ruamel: one),
+    as params.yaml does."""
+
+    def write_comment(self, comment, pre=False):
+        if not pre and not comment.value.startswith("\n") and comment.start_mark.column <= self.column:
+            comment.start_mark = CommentMark(self.column + 2)
+        super().write_comment(comment, pre)
+
+
+def _same(a, b) -> bool:
+    """Equal and of the same kind (so 1 does not stand in for 1.0 or True)."""
+    return a == b and all(isinstance(a, t) == isinstance(b, t) for t in (bool, float))
+
+
+def _inline_comment(m: CommentedMap, k):
+    """The comment on the line of ``m[k]`` (None when there is none, or only blank lines follow)."""
+    tok = (m.ca.items.get(k) or [None] * 3)[2]
+    return tok if tok is not None and not tok.value.startswith("\n") else None
+
+
+def _inline_comments(m: CommentedMap):
+    """Every inline comment of a block mapping and the mappings inside it."""
+    for k, v in m.items():
+        if (tok := _inline_comment(m, k)) is not None:
+            yield tok
+        if isinstance(v, CommentedMap):
+            yield from _inline_comments(v)
+
+
+def _last_entry(m: CommentedMap) -> tuple[CommentedMap, Any]:
+    """(mapping, key) of the last line of a block mapping, descending into nested block mappings."""
+    k = next(reversed(m))
+    v = m[k]
+    if isinstance(v, CommentedMap) and v and not v.fa.flow_style():
+        return _last_entry(v)
+    return m, k
+
+
+def _as_rt(v):
+    """A new value for the document: dicts become CommentedMap (so a new section can carry the
+    blank line that closes its parent), lists of scalars are written in flow style like the file's."""
+    if isinstance(v, dict):
+        return CommentedMap((k, _as_rt(x)) for k, x in v.items())
+    if isinstance(v, list):
+        seq = CommentedSeq(_as_rt(x) for x in v)
+        if not any(isinstance(x, (dict, list)) for x in v):
+            seq.fa.set_flow_style()
+        return seq
+    return v
+
+
+class _RoundTrip:
+    """params.yaml as a ruamel.yaml round-trip document (comments, key order, flow style and
+    quotes kept), changed value by value with the semantics of :func:`deep_merge` / :func:`set_dotted`."""
+
+    def __init__(self, text: str):
+        self.yaml = YAML()
+        self.yaml.Representer, self.yaml.Emitter = _Representer, _Emitter
+        self.yaml.width = 4096  # never re-wrap long lines
+        self.yaml.preserve_quotes = True
+        self.doc = self.yaml.load(text) or CommentedMap()
+        cols = [t.start_mark.column for t in _inline_comments(self.doc)]
+        # the column most inline comments start at (the smallest of equally common ones)
+        self.comment_col = max(sorted(set(cols)), key=cols.count) if cols else 0
+
+    def merge(self, overlay: dict, m: CommentedMap | None = None) -> None:
+        """:func:`deep_merge` of ``overlay`` into the document, in place."""
+        m = self.doc if m is None else m
+        for k, v in overlay.items():
+            if isinstance(v, dict) and isinstance(m.get(k), dict):
+                self.merge(v, m[k])
+            else:
+                self.put(m, k, v)
+
+    def set_dotted(self, dotted: str, value: Any) -> None:
+        """:func:`set_dotted` on the document; missing sections are added in one piece."""
+        m, keys = self.doc, dotted.split(".")
+        while len(keys) > 1 and keys[0] in m:
+            m = m[keys.pop(0)]
+        for k in reversed(keys[1:]):
+            value = {k: value}
+        self.put(m, keys[0], value)
+
+    def put(self, m: CommentedMap, k, v) -> None:
+        """``m[k] = v`` keeping the layout: an equal value is left as written (``1.0e-5`` stays),
+        a list refills the list in place (flow style and its comment stay), and a new key goes at
+        the end of its section, above the blank lines/comments that close the section."""
+        cur = m.get(k)
+        if k in m and _same(cur, v):
+            return
+        tok = _inline_comment(m, k)
+        if tok is not None and tok.start_mark.column > self.comment_col:
+            # pushed right by an earlier long value: back to the usual column (the emitter pushes
+            # it again if the new value is long too), so that going back restores the file exactly
+            tok.start_mark = CommentMark(self.comment_col)
+        if isinstance(cur, CommentedSeq) and isinstance(v, list):
+            cur[:] = [_as_rt(x) for x in v]
+        elif k in m or not m:
+            m[k] = _as_rt(v)
+        else:
+            end_m, end_k = _last_entry(m)
+            m[k] = _as_rt(v)
+            tok = (end_m.ca.items.get(end_k) or [None] * 3)[2]
+            if tok is not None and "\n" in tok.value:
+                line, rest = tok.value.split("\n", 1)
+                if rest:  # blank lines / comment lines below the old last entry go below the new one
+                    tok.value = line + "\n"
+                    new_m, new_k = _last_entry(m)
+                    new_m.ca.items.setdefault(new_k, [None] * 4)[2] = CommentToken("\n" + rest, CommentMark(0))
+
+    def dump(self) -> str:
+        buf = io.StringIO()
+        self.yaml.dump(self.doc, buf)
+        return buf.getvalue()
+
+
+PROFILE_HEADER = "Written by `python -m pvqae profile`; the committed file is the default profile."
+
+
+def apply_profiles(names: list[str], sets: list[str] | None = None, path: Path | None = None,
+                   validate: Callable[[dict], object] | None = None) -> dict:
+    """Merge the named overlays (and ``key=value`` settings, YAML-parsed) into params.yaml.
+
+    The values are those of :func:`deep_merge` / :func:`set_dotted` on the plain dict (returned);
+    the file is rewritten round-trip (ruamel.yaml) so that its comments, key order and layout
+    stay and only changed values change. Written atomically, after checking that PyYAML reads
+    the new text back as exactly the returned dict, and after ``validate(params)`` (e.g. the
+    strict :meth:`pvqae.settings.Params.from_dict`) has accepted it."""
     path = Path(path or PARAMS_FILE)
     params = load_params(path)
+    rt = _RoundTrip(path.read_text())
     for n in names:
         overlay = load_yaml(profile_path(n))
         params = deep_merge(params, overlay)
+        rt.merge(overlay)
         if profile_path(n).parent.name == "size":
             params["profile"] = n
+            if "profile" in rt.doc:
+                rt.put(rt.doc, "profile", n)
+            else:
+                rt.doc.insert(0, "profile", n)
     for k, v in parse_overrides(sets).items():
         set_dotted(params, k, v)
-    with open(path, "w") as f:
-        f.write("# Written by `python -m pvqae profile`; the committed file is the default profile.\n")
-        yaml.safe_dump(params, f, sort_keys=False)
+        rt.set_dotted(k, v)
+    if not (rt.doc.ca.comment and rt.doc.ca.comment[1]):  # the file has no header comment of its own
+        rt.doc.yaml_set_start_comment(PROFILE_HEADER)
+    if validate is not None:
+        validate(params)
+    text = rt.dump()
+    if yaml.safe_load(text) != params:
+        raise RuntimeError(f"round-trip rewrite of {path} would not read back as the merged params")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return params

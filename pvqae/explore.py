@@ -17,8 +17,10 @@ with either budget, and the defect score map ``S = CE(routed, prior) x ||x - x^|
   the prior's budget, to see how much of the score comes from the budget chosen for the
   reconstruction (fine codes reconstruct defects too, so they lower the score).
 
-With ``tau=None`` and ``force_level=None`` the score map equals
-:func:`pvqae.scoring.score_batch`'s (a test checks it).
+The maps are combined and post-processed by :mod:`pvqae.scoring`
+(:func:`~pvqae.scoring.combine_score_map`, :func:`~pvqae.scoring.postprocess`), so with
+``tau=None`` and ``force_level=None`` the score map equals
+:func:`pvqae.scoring.score_batch`'s.
 """
 
 from __future__ import annotations
@@ -30,18 +32,18 @@ import numpy as np
 import torch
 
 from pvqae import plots
-from pvqae.model import LEVEL_NAMES, PVQAE
-from pvqae.pipeline import code_allocation
+from pvqae.evaluation import code_allocation
+from pvqae.model import LEVEL_NAMES, PVQAE, routed_levels
 from pvqae.prior import BudgetPriorTransformer
 from pvqae.routing import gumbel_softmax
 from pvqae.scoring import (
     ScoreConfig,
+    budget_ce,
     combine_score_map,
     inference_layout,
     postprocess,
     reconstruction_error,
 )
-from pvqae.train import routed_levels
 
 FORCE_CHOICES = ("none",) + LEVEL_NAMES
 IMAGE_KINDS = ("all", "normal", "defective")
@@ -101,38 +103,43 @@ def explain_image(model: PVQAE, prior: BudgetPriorTransformer | None, image: np.
     if x.ndim != 3:
         raise ValueError(f"image must be (C, S, S), got shape {tuple(x.shape)}")
     x = inference_layout(x[None])  # as score_batch, so the two agree to the last bit
-    out = model(x, mode="dynamic")
-    logits = out.routing.logits
-    argmax = out.routing.levels
+    feats = model.encoder(x)  # encoded once; every reconstruction decodes these features
+
+    def decode(levels: torch.Tensor) -> torch.Tensor:
+        return model.decode(feats, model.route(feats, mode="given", level_map=levels)).recon
+
+    routing = model.route(feats, mode="dynamic")
+    logits, argmax = routing.logits, routing.levels
     if tau:
         g = torch.Generator().manual_seed(int(seed))
         routed = gumbel_softmax(logits / tau, tau=1.0, hard=True, dim=1, generator=g).argmax(1)
-        recon_routed = model(x, mode="given", level_map=routed).recon
+        recon_routed = decode(routed)
     else:
-        routed, recon_routed = argmax, out.recon
+        routed, recon_routed = argmax, model.decode(feats, routing).recon
     ci = None if class_index is None else torch.tensor([int(class_index)])
     prior_probs = prior_levels = budget = recon_prior = None
     if prior is not None:
         prior.eval()
         prior_probs = prior.predict_all(routed, ci)
         prior_levels = prior_probs.argmax(1)
-        budget = -torch.log(prior_probs.gather(1, routed.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
-        recon_prior = model(x, mode="given", level_map=prior_levels).recon
+        # S_budget of the routing explained (argmax or sampled): -log p_prior(level), as in score_batch
+        budget = budget_ce(prior_probs, routed)
+        recon_prior = decode(prior_levels)
     if force is not None:
         recon_levels = torch.full_like(routed, force)
-        recon = model(x, mode="given", level_map=recon_levels).recon
+        recon = decode(recon_levels)
     elif prior is not None:
         recon_levels, recon = prior_levels, recon_prior
     else:
         recon_levels, recon = routed, recon_routed
-    rec = reconstruction_error(x, recon)
+    rec = reconstruction_error(x, recon).contiguous()  # contiguous as in score_batch: same blur rounding
     smap, img_score = postprocess(combine_score_map(budget, rec, cfg), cfg)
 
     def np0(t):
         return None if t is None else t[0].numpy()
 
     def frac(lv):
-        return None if lv is None else [float((lv == k).float().mean()) for k in range(3)]
+        return None if lv is None else plots.level_fractions(lv[0])
 
     return {
         "image": x[0].numpy(), "routing_probs": logits.softmax(1)[0].numpy(), "argmax_levels": np0(argmax),
@@ -151,7 +158,7 @@ def explain_image(model: PVQAE, prior: BudgetPriorTransformer | None, image: np.
 @torch.no_grad()
 def allocation_stats(model: PVQAE, prior: BudgetPriorTransformer | None, split: dict,
                      batch_size: int = 32) -> list[dict]:
-    """Code-allocation rows (:func:`pvqae.pipeline.code_allocation`) of a split: fraction of
+    """Code-allocation rows (:func:`pvqae.evaluation.code_allocation`) of a split: fraction of
     coarse patches per level, per class and normal/defective, for the routed budget and, with
     a prior, the prior's budget (argmax of each patch predicted from the others)."""
     routed = routed_levels(model, split["image"], batch_size)
@@ -183,12 +190,6 @@ def select_images(split: dict, class_name: str, kind: str = "all") -> list[int]:
 
 # ----------------------------------------------------------------------------- figures
 
-def _clean(ax, title: str = "") -> None:
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def _level_title(name: str, fr: list[float] | None) -> str:
     if fr is None:
         return name
@@ -203,10 +204,10 @@ def explain_figure(res: dict, mask: np.ndarray | None = None, title: str = ""):
     fig, axes = plt.subplots(2, 4, figsize=(9.6, 5.4))
     a = axes.ravel()
     a[0].imshow(plots.to_rgb(res["image"]))
-    _clean(a[0], "image")
+    plots.clean_axes(a[0], "image")
     if mask is not None:
         a[1].imshow(mask, cmap="gray", vmin=0, vmax=1)
-        _clean(a[1], f"ground truth ({int(np.asarray(mask).sum())} px)")
+        plots.clean_axes(a[1], f"ground truth ({int(np.asarray(mask).sum())} px)")
     else:
         a[1].axis("off")
     routed_name = "routed budget" + (f" (sampled, tau={res['tau']:g})" if res["tau"] else "")
@@ -215,27 +216,22 @@ def explain_figure(res: dict, mask: np.ndarray | None = None, title: str = ""):
         plots.show_levels(a[3], res["prior_levels"], size, _level_title("prior budget", res["fractions"]["prior"]))
         im = a[4].imshow(res["budget_ce"], cmap="magma", vmin=0, interpolation="nearest", extent=(0, size, size, 0))
         fig.colorbar(im, ax=a[4], fraction=0.046, pad=0.04)
-        _clean(a[4], f"budget CE -log p(routed)\nmax {res['budget_ce'].max():.3g}")
+        plots.clean_axes(a[4], f"budget CE -log p(routed)\nmax {res['budget_ce'].max():.3g}")
     else:
         a[3].text(0.5, 0.5, "no prior\n(S = S_rec)", ha="center", va="center", fontsize=9)
         a[3].axis("off")
         a[4].axis("off")
     err = res["rec_error"]
     a[5].imshow(plots.to_rgb(res["recon_routed"]))
-    _clean(a[5], f"recon, routed budget\nerr {err['routed']:.4f}")
+    plots.clean_axes(a[5], f"recon, routed budget\nerr {err['routed']:.4f}")
     if res["force_level"] is not None:
         scored = f"recon, all {LEVEL_NAMES[res['force_level']]} (forced)"
     else:
         scored = "recon, prior budget" if res["prior_levels"] is not None else "recon, routed budget"
     a[6].imshow(plots.to_rgb(res["recon"]))
-    _clean(a[6], f"{scored}\nerr {err['scored']:.4f}")
-    im = a[7].imshow(res["score_map"], cmap="hot", vmin=0, vmax=max(float(res["score_map"].max()), 1e-12))
-    if mask is not None and np.asarray(mask).any():
-        a[7].contour(mask, levels=[0.5], colors="cyan", linewidths=0.8)
-    fig.colorbar(im, ax=a[7], fraction=0.046, pad=0.04)
-    _clean(a[7], f"score map S\nimage score {res['image_score']:.4g}")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=plots.LEVEL_CMAP(j)) for j in range(3)]
-    fig.legend(handles, plots.LEVEL_LABELS, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    plots.clean_axes(a[6], f"{scored}\nerr {err['scored']:.4f}")
+    plots.show_score_map(a[7], res["score_map"], mask=mask, title=f"score map S\nimage score {res['image_score']:.4g}")
+    plots.level_legend(fig)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
@@ -255,11 +251,11 @@ def forced_levels_figure(results: dict[str, dict], title: str = ""):
             "routed budget" if r["force_level"] is None else f"all {name}")
         plots.show_levels(axes[i, 0], r["recon_levels"], size, label)
         axes[i, 1].imshow(plots.to_rgb(r["recon"]))
-        _clean(axes[i, 1], "reconstruction")
+        plots.clean_axes(axes[i, 1], "reconstruction")
         axes[i, 2].imshow(r["rec_map"], cmap="viridis", vmin=0, vmax=vmax_rec)
-        _clean(axes[i, 2], f"error, mean {r['rec_error']['scored']:.4f}")
-        axes[i, 3].imshow(r["score_map"], cmap="hot", vmin=0, vmax=vmax_s)
-        _clean(axes[i, 3], f"score map, image score {r['image_score']:.4g}")
+        plots.clean_axes(axes[i, 2], f"error, mean {r['rec_error']['scored']:.4f}")
+        plots.show_score_map(axes[i, 3], r["score_map"], vmax=vmax_s, colorbar=False,
+                             title=f"score map, image score {r['image_score']:.4g}")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -1,5 +1,9 @@
 """Reconstruction and adversarial losses of the autoencoder stage (paper Sec. III-A2).
 
+The building blocks; :class:`pvqae.objective.PVQAELoss` combines them into the objective.
+Past ~350 lines on purpose: SSIM and the PatchGAN terms are short, their docstrings (window,
+constants, the taming-transformers conventions they follow) are most of the file.
+
 The paper builds PVQAE on VQ-GAN (Esser et al. 2021, "Taming Transformers for
 High-Resolution Image Synthesis", ref. [35]) and adds "a patch-wise discriminator network
 and an additional classification loss to distinguish between reconstructed and real

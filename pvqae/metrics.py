@@ -1,5 +1,9 @@
 """Evaluation metrics of unsupervised visual defect detection.
 
+One module past ~350 lines on purpose: the metrics share one set of input conventions and
+checks (below), and about half the length is the docstrings that pin each metric's reference
+convention (AUPRO integration, F1-max thresholds), which a split would repeat.
+
 All functions take numpy arrays (anything ``np.asarray`` accepts, e.g. CPU torch tensors) and
 return plain Python floats, as **fractions in [0, 1]** (reporting code formats percentages).
 
@@ -33,11 +37,11 @@ Metrics
 
 Pixel-level computations
 ------------------------
-scikit-learn's ``roc_auc_score`` and ``precision_recall_curve`` take ~10 s each on the ~10^7
-pixels of one class (an ``argsort`` plus float64 copies). The pixel metrics therefore use
-exact sort-and-count formulas that give the same numbers (checked against scikit-learn in
-``tests/test_metrics.py``) in well under a second: the normal-pixel scores are sorted once
-(``np.sort``, much faster than ``argsort``) and every other quantity is a binary search in them.
+scikit-learn's ``roc_auc_score`` and ``precision_recall_curve`` argsort and copy the ~10^7
+pixels of a class in float64, which is slow. The pixel metrics therefore use exact
+sort-and-count formulas that give the same numbers (checked against scikit-learn in
+``tests/test_metrics.py``): the normal-pixel scores are sorted once (``np.sort``, not
+``argsort``) and every other quantity is a binary search in them.
 """
 
 from __future__ import annotations
@@ -459,8 +463,8 @@ def aupro(
     - The curve starts at (0, 0) (threshold above every score) and ends at (1, 1); the point
       at ``FPR = fpr_limit`` is linearly interpolated, the curve is integrated with the
       trapezoid rule from 0 to ``fpr_limit`` and the area is divided by ``fpr_limit``, so the
-      result is in [0, 1]. (anomalib before v2.3 divided by an averaged FPR end point
-      instead; that bug is not reproduced here.)
+      result is in [0, 1] (dividing by the FPR actually reached instead would inflate a curve
+      that stops short of the limit).
 
     Thresholds: by default (``num_thresholds=None``) the curve is **exact**, i.e. as if every
     distinct score value were a threshold (tied scores form one threshold). Only the corners

@@ -15,13 +15,16 @@ Routing modes of ``forward``:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from pvqae import distributed
 from pvqae.autoencoder import Decoder, Encoder
+from pvqae.checkpoint import load_checkpoint
 from pvqae.quantizer import VectorQuantizer
 from pvqae.routing import (
     DynamicRouter,
@@ -30,42 +33,31 @@ from pvqae.routing import (
     level_masks,
     noise_device,
 )
+from pvqae.strict_config import Config
 
 LEVEL_NAMES = ("coarse", "median", "fine")
 
 
-@dataclass
-class ModelConfig:
-    """Architecture of a PVQAE / static VQ model (the ``model`` section of params.yaml)."""
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(Config):
+    """Architecture of a PVQAE / static VQ model (params.yaml section ``model``; image_size and
+    in_channels come from ``data``, levels from the method)."""
 
-    image_size: int = 128
+    SECTION = "model"
+    image_size: int = 64
     in_channels: int = 3
-    ch: int = 32
-    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    ch: int = 16  # base width of the VQ-GAN encoder / decoder
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2)  # width per encoder level; the last three are coarse/median/fine
     num_res_blocks: int = 1
-    embed_dim: int = 64
-    num_codes: int = 256
-    codebook: str = "per-level"  # or "shared"
-    beta: float = 0.25
-    dead_after: int = 100
-    groups: int = 32
-    router_hidden: int = 128
+    embed_dim: int = 32  # code dimension
+    num_codes: int = 128  # codebook size (per level, or shared)
+    codebook: str = "per-level"  # per-level | shared
+    beta: float = 0.25  # commitment weight of the encoder term
+    dead_after: int = 100  # restart codes unused for this many steps (0 = never)
+    groups: int = 32  # GroupNorm groups
+    router_hidden: int = 64  # the routing MLP's single hidden layer
     decoder_attention: bool = False
     levels: tuple[int, ...] = (0, 1, 2)  # (k,) for a static single-level VQ
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for k in ("ch_mult", "levels"):
-            if k in known:
-                known[k] = tuple(known[k])
-        return cls(**known)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ch_mult"] = list(self.ch_mult)
-        d["levels"] = list(self.levels)
-        return d
 
     @property
     def grids(self) -> tuple[int, int, int]:
@@ -129,8 +121,19 @@ class PVQAE(nn.Module):
     def quantizer(self, i: int) -> VectorQuantizer:
         return self.quantizers[0 if len(self.quantizers) == 1 else i]
 
-    def route(self, feats: list[torch.Tensor], mode: str, level_map: torch.Tensor | None, tau: float,
-              generator: torch.Generator | None) -> RoutingOutput:
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "PVQAE":
+        """Load a model written by :func:`pvqae.train.train_autoencoder` (``weights_only=True``),
+        in eval mode."""
+        st = load_checkpoint(path)
+        model = cls(ModelConfig.from_dict(st["config"]))
+        model.load_state_dict(st["model"])
+        return model.eval()
+
+    def route(self, feats: list[torch.Tensor], *, mode: str, level_map: torch.Tensor | None = None,
+              tau: float = 1.0, generator: torch.Generator | None = None) -> RoutingOutput:
+        """The Dynamic Routing Module's choice (``dynamic``), a random level per coarse patch
+        (``random``) or the caller's ``level_map`` (``given``)."""
         assert self.router is not None
         if mode == "dynamic":
             return self.router(feats, tau=tau, level_map=None, generator=generator)
@@ -149,14 +152,14 @@ class PVQAE(nn.Module):
                 tau: float = 1.0, generator: torch.Generator | None = None) -> ModelOutput:
         """Encode, route, quantize, assemble and decode ``x`` (B, C, S, S) in [0, 1]."""
         feats = self.encoder(x)
-        routing = self.route(feats, mode, level_map, tau, generator) if self.dynamic else None
+        routing = self.route(feats, mode=mode, level_map=level_map, tau=tau, generator=generator) if self.dynamic else None
         return self.decode(feats, routing)
 
     def decode(self, feats: list[torch.Tensor], routing: RoutingOutput | None) -> ModelOutput:
         """Quantize the encoder's embeddings, assemble them by ``routing`` and decode.
 
         Split from :meth:`forward` so that scoring encodes once, routes, and decodes only with
-        the prior's budget (``self.route(feats, "given", prior_levels, ...)``)."""
+        the prior's budget (``self.route(feats, mode="given", level_map=prior_levels)``)."""
         if not self.dynamic:
             q = self.quantizer(0)(feats[0])
             return ModelOutput(self.decoder(q.z_q), q.loss_map.mean(), None, [q.indices],
@@ -180,3 +183,13 @@ class PVQAE(nn.Module):
     def generator_parameters(self) -> list[nn.Parameter]:
         """Autoencoder parameters without the router (pre-training does not train it)."""
         return [p for n, p in self.named_parameters() if not n.startswith("router.")]
+
+
+@torch.no_grad()
+def routed_levels(model: PVQAE, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Noise-free routed level maps (N, G, G) of ``images`` (eval mode)."""
+    model.eval()
+    with distributed.on_device(model) as dev:
+        outs = [model(images[i:i + batch_size].to(dev), mode="dynamic").routing.levels.cpu()
+                for i in range(0, len(images), batch_size)]
+    return torch.cat(outs)

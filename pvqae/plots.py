@@ -13,8 +13,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 
-LEVEL_CMAP = ListedColormap(["#d9f0d3", "#5aae61", "#00441b"])  # coarse, median, fine
-LEVEL_LABELS = ("coarse", "median", "fine")
+from pvqae.model import LEVEL_NAMES
+
+LEVEL_CMAP = ListedColormap(["#d9f0d3", "#5aae61", "#00441b"])  # coarse, median, fine (LEVEL_NAMES order)
 
 
 def save_fig(fig, stem: Path, dpi: int = 120) -> list[Path]:
@@ -38,22 +39,72 @@ def to_rgb(img: np.ndarray) -> np.ndarray:
     return np.clip(img.transpose(1, 2, 0), 0, 1)
 
 
+def level_fractions(levels) -> list[float]:
+    """Fraction of the patches of a level map (any shape, numpy or CPU tensor) at each level,
+    in :data:`pvqae.model.LEVEL_NAMES` order."""
+    lv = np.asarray(levels)
+    return [float((lv == k).mean()) for k in range(len(LEVEL_NAMES))]
+
+
+def clean_axes(ax, title: str = "") -> None:
+    """Small title, no ticks: the style of every image panel."""
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def level_legend(fig, fontsize: int = 8) -> None:
+    """One colour patch per level below the panels of ``fig``."""
+    handles = [plt.Rectangle((0, 0), 1, 1, color=LEVEL_CMAP(j)) for j in range(len(LEVEL_NAMES))]
+    fig.legend(handles, LEVEL_NAMES, loc="lower center", ncol=len(LEVEL_NAMES), fontsize=fontsize, frameon=False)
+
+
 def show_levels(ax, levels: np.ndarray, size: int | None = None, title: str = "") -> None:
     """A coarse level map (G,G), optionally stretched to ``size`` pixels."""
     g = levels.shape[-1]
     ext = (0, size, size, 0) if size else None
     ax.imshow(levels, cmap=LEVEL_CMAP, vmin=0, vmax=2, interpolation="nearest", extent=ext)
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    clean_axes(ax, title)
     if size is None:
         ax.set_xlim(-0.5, g - 0.5)
 
 
-def _clean(ax, title: str = "") -> None:
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
+def show_score_map(ax, score_map: np.ndarray, image: np.ndarray | None = None, mask: np.ndarray | None = None,
+                   title: str = "", vmax: float | None = None, alpha: float = 0.5, colorbar: bool = True):
+    """A defect score map in the hot colour map from 0 to its max (or ``vmax``, to share a
+    scale between panels), overlaid on ``image`` (C,H,W) with ``alpha`` when given, with the
+    ground-truth contour in cyan when ``mask`` holds defect pixels. Returns the map's artist."""
+    if image is not None:
+        ax.imshow(to_rgb(image))
+    vmax = max(float(np.max(score_map)), 1e-12) if vmax is None else vmax
+    im = ax.imshow(score_map, cmap="hot", alpha=alpha if image is not None else None, vmin=0, vmax=vmax)
+    if mask is not None and np.asarray(mask).any():
+        ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.8)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    clean_axes(ax, title)
+    return im
+
+
+def heatmap_figure(image: np.ndarray, score_map: np.ndarray, routed: np.ndarray | None,
+                   prior_levels: np.ndarray | None = None, mask: np.ndarray | None = None, title: str = "",
+                   alpha: float = 0.5):
+    """One scored image: the image with its score map overlaid (:func:`show_score_map`)
+    beside the routed level map and, with a prior, the prior's level map."""
+    n = 1 + (routed is not None) + (prior_levels is not None)
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n + 0.6, 2.6), squeeze=False)
+    axes = axes[0]
+    size = image.shape[-1]
+    show_score_map(axes[0], score_map, image, mask, "score map", alpha=alpha)
+    if routed is not None:
+        show_levels(axes[1], routed, size, "routed budget")
+    if prior_levels is not None:
+        show_levels(axes[n - 1], prior_levels, size, "prior budget")
+    if n > 1:
+        level_legend(fig, fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
 
 
 def sample_grid(images: np.ndarray, masks: np.ndarray, entropy: np.ndarray, titles: list[str]):
@@ -62,13 +113,13 @@ def sample_grid(images: np.ndarray, masks: np.ndarray, entropy: np.ndarray, titl
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.0), squeeze=False)
     for i in range(n):
         axes[0, i].imshow(to_rgb(images[i]))
-        _clean(axes[0, i], titles[i])
+        clean_axes(axes[0, i], titles[i])
         axes[1, i].imshow(to_rgb(images[i]))
         if masks[i].any():
             axes[1, i].contour(masks[i], levels=[0.5], colors="red", linewidths=0.8)
-        _clean(axes[1, i], "ground truth")
+        clean_axes(axes[1, i], "ground truth")
         im = axes[2, i].imshow(entropy[i], cmap="viridis", vmin=0, vmax=1)
-        _clean(axes[2, i], "DWT entropy H")
+        clean_axes(axes[2, i], "DWT entropy H")
     fig.colorbar(im, ax=axes[2, :].tolist(), shrink=0.8, label="normalised entropy")
     return fig
 
@@ -97,7 +148,7 @@ def level_fraction_curve(log_csv: Path):
         rows = list(csv.DictReader(f))
     steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(4.5, 3))
-    for j, name in enumerate(LEVEL_LABELS):
+    for j, name in enumerate(LEVEL_NAMES):
         ax.plot(steps, [float(r[f"frac_{name}"]) for r in rows], color=LEVEL_CMAP(j), label=name, lw=2)
     if rows and rows[0].get("lam") not in (None, ""):
         ax2 = ax.twinx()
@@ -118,15 +169,14 @@ def level_maps(images: np.ndarray, routed: np.ndarray, titles: list[str], prior:
     size = images.shape[-1]
     for i in range(n):
         axes[0, i].imshow(to_rgb(images[i]))
-        _clean(axes[0, i], titles[i])
+        clean_axes(axes[0, i], titles[i])
         axes[1, i].imshow(to_rgb(images[i]))
         axes[1, i].imshow(routed[i], cmap=LEVEL_CMAP, vmin=0, vmax=2, alpha=0.55, interpolation="nearest",
                           extent=(0, size, size, 0))
-        _clean(axes[1, i], "routed budget")
+        clean_axes(axes[1, i], "routed budget")
         if prior is not None:
             show_levels(axes[2, i], prior[i], size, "prior budget")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=LEVEL_CMAP(j)) for j in range(3)]
-    fig.legend(handles, LEVEL_LABELS, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    level_legend(fig)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
@@ -149,7 +199,7 @@ def defect_panels(rows: list[dict]):
         if r.get("prior") is not None:
             show_levels(axes[i, 5], r["prior"], size)
         for j, c in enumerate(cols):
-            _clean(axes[i, j], c if i == 0 else "")
+            clean_axes(axes[i, j], c if i == 0 else "")
         axes[i, 0].set_ylabel(r.get("title", ""), fontsize=7)
     fig.tight_layout()
     return fig
@@ -157,11 +207,11 @@ def defect_panels(rows: list[dict]):
 
 def allocation_bars(rows: list[dict]):
     """Stacked bars of the fraction of coarse/median/fine codes per class and image type,
-    routed vs prior (rows from ``pipeline.code_allocation``)."""
+    routed vs prior (rows from ``evaluation.code_allocation``)."""
     labels = [f"{r['class']}\n{r['images']}\n{r['budget']}" for r in rows]
     fig, ax = plt.subplots(figsize=(max(4, 0.75 * len(rows)), 3.4))
     bottom = np.zeros(len(rows))
-    for j, name in enumerate(LEVEL_LABELS):
+    for j, name in enumerate(LEVEL_NAMES):
         vals = np.array([r[name] for r in rows])
         ax.bar(range(len(rows)), vals, bottom=bottom, color=LEVEL_CMAP(j), label=name, edgecolor="white")
         bottom += vals

@@ -1,5 +1,8 @@
 """Budget Prior Transformer: learning normal budget priors (paper Sec. III-C1).
 
+Past ~350 lines on purpose: one paper concept (model, config, masking, the enumerated
+prediction and loading), with the validation of every input it gets.
+
 After PVQAE is trained, the Dynamic Routing Module assigns every patch of the coarse ``G x G``
 grid a resolution level (``0`` = coarse ... ``K - 1`` = fine). The *normal budget prior* is a
 model of these level maps on normal images:
@@ -22,15 +25,22 @@ internal: inputs and outputs are always in grid (row-major) layout.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pvqae.checkpoint import load_checkpoint
+from pvqae.strict_config import Config
+
 __all__ = [
     "PRIOR_MODES",
+    "PriorConfig",
     "BudgetPriorTransformer",
+    "load_prior",
     "MaskedLossOutput",
     "inverse_permutation",
     "spiral_order",
@@ -41,6 +51,22 @@ PRIOR_MODES: tuple[str, ...] = ("per-class", "universal")
 
 #: Valid ``ratio_sampling`` values of :meth:`BudgetPriorTransformer.masked_loss`.
 RATIO_SAMPLING: tuple[str, ...] = ("uniform", "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorConfig(Config):
+    """Budget Prior Transformer and its training (params.yaml section ``prior``)."""
+
+    SECTION = "prior"
+    mode: str = "per-class"  # per-class (class token) | universal (shared token) | none (Table III)
+    steps: int = 120
+    batch_size: int = 64
+    lr: float = 1e-3  # AdamW with a one-cycle schedule
+    dim: int = 64
+    heads: int = 4
+    dropout: float = 0.1
+    max_mask_ratio: float = 0.5  # masked fraction drawn uniformly in (0, this]
+    ckpt_every: int = 500
 
 
 def spiral_order(grid: int) -> torch.Tensor:
@@ -187,6 +213,23 @@ class BudgetPriorTransformer(nn.Module):
 
         for emb in (self.token_embedding.weight, self.class_embedding.weight, self.pos_embedding):
             nn.init.normal_(emb, std=init_std)
+
+    @classmethod
+    def from_config(cls, cfg: PriorConfig, *, grid: int, num_classes: int) -> "BudgetPriorTransformer":
+        """The prior of ``cfg`` (mode per-class or universal) for a ``grid x grid`` level map."""
+        return cls(num_levels=3, grid=grid, dim=cfg.dim, heads=cfg.heads, dropout=cfg.dropout, prior=cfg.mode,
+                   num_classes=num_classes)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "BudgetPriorTransformer":
+        """Load a prior written by :func:`pvqae.train.train_prior` (``weights_only=True``), in
+        eval mode; see :func:`load_prior` for files of the ``none`` mode."""
+        st = load_checkpoint(path)
+        if st["mode"] == "none":
+            raise ValueError(f"{path} holds the 'none' prior (no model); use pvqae.prior.load_prior")
+        prior = cls.from_config(PriorConfig.from_dict(st["config"]), grid=st["grid"], num_classes=st["num_classes"])
+        prior.load_state_dict(st["model"])
+        return prior.eval()
 
     @property
     def num_parameters(self) -> int:
@@ -389,3 +432,8 @@ class BudgetPriorTransformer(nn.Module):
         finally:
             self.train(was_training)
         return self._to_grid(logits.softmax(dim=-1))
+
+
+def load_prior(path: str | Path) -> BudgetPriorTransformer | None:
+    """The prior saved at ``path``, or None when it is the ``none`` mode (Table III's "no prior")."""
+    return None if load_checkpoint(path)["mode"] == "none" else BudgetPriorTransformer.from_checkpoint(path)

@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from pvqae.baselines import NEEDS_BACKBONE
-from pvqae.study import pm
+from pvqae.records import pm
 
 PAPER_FILE = Path(__file__).with_name("paper_numbers.yaml")
 

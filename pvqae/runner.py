@@ -2,7 +2,8 @@
 
 papermill cannot execute a ``.py`` source directly, so the source is converted in-process
 (jupytext), written to a temporary ``.ipynb`` and executed with the stage's params.yaml
-sections injected into its ``parameters`` cell. The executed copy goes to
+sections injected into its ``parameters`` cell, after the whole params.yaml has been read
+strictly (:class:`pvqae.settings.Params`: an unknown key stops the run before any output). The executed copy goes to
 ``reports/executed/<stage>.ipynb`` (a DVC out). The kernel's working directory is the repo
 root, so notebooks build every path from ``pvqae.paths.REPO_ROOT`` either way.
 """
@@ -13,12 +14,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from pvqae.config import PATHS, STAGES, stage_params
 from pvqae.paths import REPO_ROOT
+from pvqae.stages import PATHS, stage_params, stages
 
 
 def notebook_source(stage: str) -> Path:
-    return REPO_ROOT / "notebooks" / STAGES[stage].notebook
+    return REPO_ROOT / "notebooks" / stages()[stage].notebook
 
 
 def variant_dir(name: str) -> Path:
@@ -37,6 +38,10 @@ def run_stage(stage: str, params: dict | None = None, executed: Path | None = No
     import jupytext
     import papermill as pm
 
+    from pvqae.config import load_params
+    from pvqae.settings import Params
+
+    Params.from_dict(params if params is not None else load_params())  # a typo fails here, before any output
     injected = {"params": stage_params(stage, params), "paths": dict(PATHS)}
     if stage == "variant":
         if not variant or not overrides:

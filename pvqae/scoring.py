@@ -21,7 +21,7 @@ score is the max of the smoothed map (or the mean of its top-k fraction).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import NamedTuple
 
 import torch
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from pvqae.model import PVQAE
 from pvqae.prior import BudgetPriorTransformer
+from pvqae.strict_config import Config
 
 
 class ScoreOutput(NamedTuple):
@@ -58,24 +59,21 @@ class ScoreOutput(NamedTuple):
 SIGMA_REFERENCE_SIZE = 256  # smooth_sigma is given in pixels of a 256 px map
 
 
-@dataclass
-class ScoreConfig:
-    """How maps become scores (the ``evaluate.score`` section of params.yaml)."""
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig(Config):
+    """How maps become scores, for every method alike (params.yaml ``evaluate.score``)."""
 
-    image_score: str = "max"  # "max" or "topk"
+    SECTION = "evaluate.score"
+    image_score: str = "max"  # max | topk (mean of the top topk_fraction pixels)
     topk_fraction: float = 0.01
     smooth_sigma: float = 4.0  # Gaussian sigma in px at 256 px, scaled with the map size (0 = off)
-    budget_upsample: str = "nearest"  # or "bilinear"
-    combine: str = "product"  # "product" (paper), "rec" or "budget" (diagnostics)
+    budget_upsample: str = "nearest"  # nearest | bilinear
+    combine: str = "product"  # product (paper) | rec | budget (diagnostics)
 
     def sigma_at(self, size: int) -> float:
         """Gaussian sigma in pixels for a ``size`` px map: ``smooth_sigma * size / 256``."""
         return self.smooth_sigma * size / SIGMA_REFERENCE_SIZE
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ScoreConfig":
-        d = d or {}
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -112,15 +110,21 @@ def postprocess(raw_map: torch.Tensor, cfg: ScoreConfig) -> tuple[torch.Tensor, 
 
 
 def inference_layout(x: torch.Tensor) -> torch.Tensor:
-    """Images (B, C, S, S) in channels-last memory layout, the layout scoring runs in: oneDNN's
-    CPU convolutions run ~30 % faster so at 256 px. Training keeps the default layout (its
-    GroupNorm backward is slower channels-last). Same values, different float rounding."""
+    """Images (B, C, S, S) in channels-last memory layout, the layout scoring runs in (oneDNN's
+    CPU convolutions are faster in it). Training keeps the default layout (its GroupNorm
+    backward is slower channels-last). Same values up to float rounding."""
     return x.contiguous(memory_format=torch.channels_last)
 
 
 def reconstruction_error(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     """Per-pixel squared L2 error summed over channels, (B, H, W)."""
     return (x - recon).pow(2).sum(1)
+
+
+def budget_ce(probs: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Per-patch budget cross-entropy ``-log p_prior(routed level)`` (Sec. III-C2): (B, K, G, G)
+    prior probabilities and (B, G, G) routed levels -> (B, G, G)."""
+    return -torch.log(probs.gather(1, levels.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
 
 
 def combine_score_map(budget: torch.Tensor | None, rec: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
@@ -157,7 +161,7 @@ def score_batch(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None 
         recon = out.recon
     else:  # encode once; decode once, with the budget that reconstructs
         feats = model.encoder(x)
-        routing = model.route(feats, "dynamic", None, 1.0, None)
+        routing = model.route(feats, mode="dynamic")
         routed = routing.levels
         if prior is None:
             recon = model.decode(feats, routing).recon
@@ -166,8 +170,8 @@ def score_batch(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None 
         else:
             probs = prior.predict_all(routed, class_index)
             prior_levels = probs.argmax(1)
-            recon = model.decode(feats, model.route(feats, "given", prior_levels, 1.0, None)).recon
-            budget = -torch.log(probs.gather(1, routed.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
+            recon = model.decode(feats, model.route(feats, mode="given", level_map=prior_levels)).recon
+            budget = budget_ce(probs, routed)
         rec = reconstruction_error(x, recon)
     rec, recon = rec.contiguous(), recon.contiguous()
     smap, img = postprocess(combine_score_map(budget if prior is not None else None, rec, cfg), cfg)

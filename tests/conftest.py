@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny trained-model folder laid out like the pipeline's ``reports/``.
 
-Built directly in Python (no ``dvc repro``) in about a second: ``pipeline.prepare`` on a
+Built directly in Python (no ``dvc repro``) in about a second: ``prepared.prepare`` on a
 2-class synthetic set at 32 px, an untrained tiny PVQAE saved the way ``train_autoencoder``
 saves it, and a per-class Budget Prior Transformer trained for a few steps by ``train_prior``.
 """
@@ -39,9 +39,9 @@ def lite0():
 @pytest.fixture
 def resume_in_tmp(monkeypatch, tmp_path):
     """Training loops' resume checkpoints under tmp_path."""
-    import pvqae.train as T
+    import pvqae.resumable as resumable
 
-    monkeypatch.setattr(T, "RESUME_ROOT", tmp_path / "resume")
+    monkeypatch.setattr(resumable, "RESUME_ROOT", tmp_path / "resume")
 
 
 def tiny_data_params() -> dict:
@@ -58,19 +58,20 @@ def tiny_data_params() -> dict:
 def build_tiny_reports(root: Path, prior_mode: str = "per-class") -> Path:
     """Write ``root/prepared`` (arrays.npz, manifest.json, synthetic/) and ``root/models``
     (``budget/pvqae.pt``, ``prior/prior.pt``) in the pipeline's formats; return ``root``."""
-    from pvqae import pipeline
     from pvqae.checkpoint import save_checkpoint
-    from pvqae.model import PVQAE, ModelConfig
-    from pvqae.train import PriorConfig, routed_levels, train_prior
+    from pvqae.data import prepared
+    from pvqae.model import PVQAE, ModelConfig, routed_levels
+    from pvqae.prior import PriorConfig
+    from pvqae.train import train_prior
 
     root = Path(root)
-    pipeline.prepare(tiny_data_params(), root / "prepared", seed=0, progress=False)
+    prepared.prepare(tiny_data_params(), root / "prepared", seed=0, progress=False)
     torch.manual_seed(0)
     cfg = ModelConfig(image_size=32, ch=8, ch_mult=(1, 1, 2), embed_dim=8, num_codes=16, router_hidden=16, groups=8)
     model = PVQAE(cfg).eval()
     save_checkpoint(root / "models" / "budget" / "pvqae.pt",
                     {"model": model.state_dict(), "config": cfg.to_dict(), "train": {}, "steps": 0, "seed": 0})
-    train = pipeline.load_prepared(root / "prepared", "train")
+    train = prepared.load_prepared(root / "prepared", "train")
     levels = routed_levels(model, train["image"])
     train_prior(levels, train["class_index"], len(train["classes"]),
                 PriorConfig(mode=prior_mode, steps=4, batch_size=4, dim=16, heads=2),
@@ -109,7 +110,7 @@ def tiny_reports(tmp_path_factory) -> Path:
 def interrupt_at(monkeypatch, step: int, train, *args, **kwargs) -> None:
     """Run ``train(*args, **kwargs)`` with the batch stream raising KeyboardInterrupt at
     ``step`` (a simulated kill); asserts that it was interrupted."""
-    from pvqae.train import BatchStream
+    from pvqae.batches import BatchStream
 
     original = BatchStream.batch
 

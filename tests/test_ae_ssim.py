@@ -9,12 +9,12 @@ import pytest
 import torch
 from conftest import interrupt_at
 
-import pvqae.train as T
+import pvqae.resumable as resumable
 from pvqae.baselines.ae_ssim import AESSIM, AESSIMConfig, load_ae_ssim, train_ae_ssim
 from pvqae.baselines.common import BaselineOutput
+from pvqae.batches import BatchStream, flip_augment
 from pvqae.errors import TrainingError
 from pvqae.losses import ssim_loss
-from pvqae.train import BatchStream, flip_augment
 
 SIZE = 32
 
@@ -24,7 +24,7 @@ def _isolated(monkeypatch, tmp_path):
     """One thread (deterministic, fast) and resume checkpoints under tmp_path."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    monkeypatch.setattr(T, "RESUME_ROOT", tmp_path / "resume")
+    monkeypatch.setattr(resumable, "RESUME_ROOT", tmp_path / "resume")
     yield
     torch.set_num_threads(before)
 
@@ -231,7 +231,9 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path):
 
 
 def test_config_from_dict_and_model_from_config():
-    cfg = AESSIMConfig.from_dict({"ch": 4, "latent_dim": 10, "ssim_window": 5, "unknown": 1})
+    with pytest.raises(ValueError, match=r"baselines\.ae_ssim\.unknown: unknown key"):
+        AESSIMConfig.from_dict({"ch": 4, "unknown": 1})
+    cfg = AESSIMConfig.from_dict({"ch": 4, "latent_dim": 10, "ssim_window": 5})
     assert cfg == AESSIMConfig(ch=4, latent_dim=10, ssim_window=5)
     assert AESSIMConfig().lr == 2e-4 and AESSIMConfig().weight_decay == 1e-5 and AESSIMConfig().latent_dim == 100
     model = AESSIM.from_config(cfg, image_size=64, in_channels=1)

@@ -12,24 +12,27 @@ import numpy as np
 import pytest
 import torch
 
-import pvqae.train as T
-from pvqae import pipeline
+import pvqae.resumable as resumable
+from pvqae import evaluation
+from pvqae.backbones.wide_resnet import random_backbone
 from pvqae.baselines import harness
 from pvqae.baselines.ae_ssim import AESSIM, load_ae_ssim
-from pvqae.backbones.wide_resnet import random_backbone
 from pvqae.baselines.common import BaselineOutput
 from pvqae.baselines.median_filter import MedianFilterResidual
 from pvqae.baselines.padim import PaDiM
 from pvqae.baselines.patchcore import PatchCore
 from pvqae.checkpoint import load_checkpoint
+from pvqae.data import prepared
 from pvqae.metrics import METRIC_NAMES
+from pvqae.model import PVQAE
 from pvqae.scoring import ScoreConfig, gaussian_blur, postprocess
+from pvqae.settings import BaselinesConfig, DataConfig, EvaluateConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 S = 32
 # the params.yaml `baselines` section, shrunk for 32 px and a few images
-BPARAMS = {
+BPARAMS = BaselinesConfig.from_dict({
     "methods": ["median_filter", "ae_ssim", "patchcore", "padim", "patch_ae", "vq_flow"],
     "median_filter": {"kernel": 5},
     "ae_ssim": {"ch": 8, "latent_dim": 16, "steps": 3, "batch_size": 4, "lr": 1e-3, "weight_decay": 1e-5,
@@ -41,21 +44,21 @@ BPARAMS = {
                  "batch_size": 4, "coreset_ratio": 0.5, "ckpt_every": 100, "log_every": 1},
     "vq_flow": {"num_concepts": 2, "num_patterns": 4, "dim": 8, "pos_dim": 8, "blocks": 2, "subnet_hidden": 16,
                 "steps": 2, "batch_size": 4, "ckpt_every": 100, "log_every": 1},
-}
-DATA = {"image_size": S, "channels": 3}
-EV = {"batch_size": 4, "fpr_limit": 0.3, "score": {"smooth_sigma": 4.0, "image_score": "max"}}
+})
+DATA = DataConfig(image_size=S, channels=3, patch_size=4)
+EV = EvaluateConfig.from_dict({"batch_size": 4, "fpr_limit": 0.3, "score": {"smooth_sigma": 4.0, "image_score": "max"}})
 POST = ScoreConfig(smooth_sigma=4.0)
 
 
 @pytest.fixture(autouse=True)
 def _resume_in_tmp(monkeypatch, tmp_path):
-    monkeypatch.setattr(T, "RESUME_ROOT", tmp_path / "resume")  # AE-SSIM's resumable run
+    monkeypatch.setattr(resumable, "RESUME_ROOT", tmp_path / "resume")  # AE-SSIM's resumable run
 
 
 @pytest.fixture(scope="module")
 def splits(tiny_reports):
     prep = tiny_reports / "prepared"
-    return pipeline.load_prepared(prep, "train"), pipeline.load_prepared(prep, "test")
+    return prepared.load_prepared(prep, "train"), prepared.load_prepared(prep, "test")
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +126,7 @@ def test_run_method_ae_ssim(splits, tmp_path):
     model = load_ae_ssim(tmp_path / "seed0" / "ae_ssim.pt")
     _, image_score = postprocess(model.score(test["image"]).score_map, POST)
     np.testing.assert_allclose(image_score.numpy(), scores["image"], rtol=1e-5, atol=1e-6)
-    assert pipeline.evaluate_scores(test, scores, EV["fpr_limit"])["mean"] == results["mean"]
+    assert evaluation.evaluate_scores(test, scores, EV.fpr_limit)["mean"] == results["mean"]
 
 
 @pytest.mark.parametrize("method", ["patchcore", "padim"])
@@ -151,7 +154,6 @@ def test_run_method_memory_baselines(method, splits, bb, tmp_path):
 # ----------------------------------------------------------------------------- score_split
 
 def test_score_split_matches_the_pipelines_keys_and_shapes(tiny_reports, splits):
-    from pvqae.train import load_model
 
     _, test = splits
     n = len(test["image"])
@@ -163,7 +165,7 @@ def test_score_split_matches_the_pipelines_keys_and_shapes(tiny_reports, splits)
         return BaselineOutput(score_map=m.double(), image_score=m.flatten(1).mean(1))
 
     ours = harness.score_split(fake, test, ScoreConfig(smooth_sigma=0.0), batch_size=3, progress=False)
-    ref = pipeline.score_split(load_model(tiny_reports / "models" / "budget" / "pvqae.pt"), test, batch_size=4,
+    ref = evaluation.score_split(PVQAE.from_checkpoint(tiny_reports / "models" / "budget" / "pvqae.pt"), test, batch_size=4,
                                progress=False)
     assert set(ours) == set(ref)
     assert calls == [3, 3, n - 6]  # batched, in order
@@ -175,7 +177,7 @@ def test_score_split_matches_the_pipelines_keys_and_shapes(tiny_reports, splits)
 
 def test_run_all_skips_backbone_methods_without_weights_and_aggregates_seeds(splits, tmp_path):
     train, test = splits
-    run = harness.run_all(BPARAMS["methods"], BPARAMS, DATA, train, test, EV, [0, 1], tmp_path, None,
+    run = harness.run_all(list(BPARAMS.methods), BPARAMS, DATA, train, test, EV, [0, 1], tmp_path, None,
                           "not run: no pretrained weights", progress=False)
     assert run["status"] == {"median_filter": "ran", "ae_ssim": "ran", "patchcore": "not run: no pretrained weights",
                              "padim": "not run: no pretrained weights", "patch_ae": "not run: no pretrained weights",

@@ -29,16 +29,16 @@ def test_peak_memory_reading_is_reset_between_measurements():
         pytest.skip("needs Linux /proc")
     script = """
 import torch
-from pvqae import benchmark
+from pvqae.benchmark import speed
 big = torch.ones(50_000_000).add_(1.0)  # 200 MB, freed below
 del big
-before = benchmark._peak_rss_mb()
-benchmark._reset_peak_rss()
-after = benchmark._peak_rss_mb()
+before = speed._peak_rss_mb()
+speed._reset_peak_rss()
+after = speed._peak_rss_mb()
 held = torch.ones(25_000_000).add_(1.0)  # 100 MB, held: the next reading sees it
-print(before, after, benchmark._peak_rss_mb())
+print(before, after, speed._peak_rss_mb())
 """
-    root = Path(benchmark.__file__).resolve().parents[1]
+    root = Path(benchmark.__file__).resolve().parents[2]  # pvqae/benchmark/__init__.py
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                          env=env).stdout
@@ -49,8 +49,8 @@ print(before, after, benchmark._peak_rss_mb())
 
 def test_tiny_benchmark_writes_every_field(tmp_path, monkeypatch):
     resets = []
-    reset = benchmark._reset_peak_rss
-    monkeypatch.setattr(benchmark, "_reset_peak_rss", lambda: (resets.append(1), reset()))
+    reset = benchmark.speed._reset_peak_rss
+    monkeypatch.setattr(benchmark.speed, "_reset_peak_rss", lambda: (resets.append(1), reset()))
     res = benchmark.run("tiny", batch_sizes=(2, 1), repeats=1, n_train=10, train_batch_size=2)
     assert len(resets) == 2  # each batch size's peak memory is its own
     path = benchmark.write(res, tmp_path)
@@ -74,13 +74,12 @@ def test_tiny_benchmark_writes_every_field(tmp_path, monkeypatch):
     # PatchCore's bank: 10 % of 10 images x (32 / 8)^2 positions, 1024-d float32
     assert b["patchcore"]["mb"] == pytest.approx(16 * 1024 * 4 / 1e6)
     assert 0 < data["model_mb"] < 10 and data["model_mb"] == benchmark.state_dict_mb(
-        benchmark.PVQAE(benchmark.pipeline.model_config(benchmark.profile_params(["tiny"])["model"],
-                                                       benchmark.profile_params(["tiny"])["data"])))
+        benchmark.PVQAE(benchmark.Params.from_dict(benchmark.profile_params(["tiny"])).model_config()))
 
 
 def _fake_run(reports, dataset="mtsd", classes=("mtsd",), pv=(0.96, 0.94), st=(0.93, 0.90), secs=(1000, 1500, 60)):
     """The files `dvc repro evaluate` leaves that the accuracy benchmark reads, with known values."""
-    from pvqae.pipeline import write_json
+    from pvqae.records import write_json
 
     def res(img, pix, std=0.0):
         m = {"image_auroc": img, "pixel_auroc": pix, "aupro": 0.5}
@@ -165,14 +164,14 @@ def test_resizing_a_profile_keeps_the_coarse_grid():
     assert d == {"image_size": 256, "patch_size": 32} and m["ch_mult"] == [1, 1, 2, 2, 4, 4]
     d, m = benchmark.resize_profile(data, model, 64)
     assert d["patch_size"] == 8 and m["ch_mult"] == [1, 1, 2, 2]
-    assert benchmark.pipeline.coarse_grid(d) == 8 and model["ch_mult"] == [1, 1, 2, 2, 4]  # input untouched
+    assert benchmark.DataConfig.from_dict(d).coarse_grid == 8 and model["ch_mult"] == [1, 1, 2, 2, 4]  # input untouched
     with pytest.raises(ValueError, match="not the coarse grid 8 times a power of two"):
         benchmark.resize_profile(data, model, 96)
 
 
 def _fake_baselines(reports, floor=(0.55, 0.60), patchcore=(0.95, 0.91)):
     """The files `dvc repro baselines` leaves, with known values (two seeds)."""
-    from pvqae.pipeline import write_json
+    from pvqae.records import write_json
 
     def res(img, pix, d=0.0):
         m = {"image_auroc": img, "pixel_auroc": pix, "aupro": 0.5}
@@ -191,7 +190,7 @@ def _fake_baselines(reports, floor=(0.55, 0.60), patchcore=(0.95, 0.91)):
 
 
 def test_accuracy_benchmark_of_a_baselines_only_run(tmp_path):
-    from pvqae.pipeline import write_json
+    from pvqae.records import write_json
 
     write_json({"dataset": "mtsd", "root": "/data", "classes": ["mtsd"], "counts": {"train": 3},
                 "image_size": 256, "coarse_grid": 8, "samples": []}, tmp_path / "prepared" / "manifest.json")

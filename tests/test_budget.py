@@ -1,4 +1,4 @@
-"""Tests of progressive budget learning (paper Sec. III-B2): DWT entropy, costs, loss, schedule."""
+"""Tests of the budget (paper Sec. III-B2): DWT entropy (pvqae.entropy), costs, loss, schedule."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pvqae.budget import (
-    LAMBDA_SCHEDULES,
-    batch_patch_entropies,
-    budget_loss,
-    dwt_entropy,
-    lambda_schedule,
-    level_costs,
-    patch_entropies,
-)
+from pvqae.budget import LAMBDA_SCHEDULES, budget_loss, lambda_schedule, level_costs
+from pvqae.entropy import batch_patch_entropies, dwt_entropy, patch_entropies
 
 P = 32  # patch side used by the single-patch tests (256 / 8, the paper's coarse grid)
 

@@ -17,23 +17,27 @@ WORKER = textwrap.dedent('''
     import sys
     from pathlib import Path
     import torch
+    import pvqae.resumable as resumable
     import pvqae.train as T
     from pvqae import distributed
+    from pvqae.batches import BatchStream
+    from pvqae.settings import BudgetConfig, PretrainConfig
     from pvqae.model import PVQAE, ModelConfig
 
     out = Path(sys.argv[1])
-    T.RESUME_ROOT = out / "resume"
+    resumable.RESUME_ROOT = out / "resume"
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = PVQAE(ModelConfig(image_size=32, ch=8, ch_mult=(1, 1, 2), embed_dim=8, num_codes=16,
                               router_hidden=16, groups=8, dead_after=1))
     init = {k: v.clone() for k, v in model.state_dict().items()}
     g = torch.Generator().manual_seed(1)
-    stream = T.BatchStream({"image": torch.rand(8, 3, 32, 32, generator=g),
+    stream = BatchStream({"image": torch.rand(8, 3, 32, 32, generator=g),
                             "entropy": torch.rand(8, 8, 8, generator=g)}, 4, 0)
-    cfg = T.TrainConfig(steps=3, batch_size=4, routing="dynamic", lambda_max=1.0, budget_scale=1e-3,
-                        disc_weight=0.1, disc_start=0, disc_ch=8, disc_layers=2, ckpt_every=1, log_every=1)
-    summary = T.train_autoencoder(model, stream, cfg, out / "models", "ddp", 0, progress=False)
+    budget = BudgetConfig(steps=3, lr=2e-4, router_lr=0.0, lambda_max=1.0, budget_scale=1e-3, disc_start=0, tau_min=1.0)
+    cfg = PretrainConfig(batch_size=4, disc_weight=0.1, disc_ch=8, disc_layers=2, ckpt_every=1,
+                         log_every=1).for_budget(budget)
+    summary = T.train_autoencoder(model, stream, cfg, out / "models", "ddp", 0, budget=budget, progress=False)
     torch.save({"state": model.state_dict(), "init": init, "world": distributed.world_size(),
                 "summary_processes": summary["processes"]}, out / f"rank{distributed.rank()}.pt")
 ''')

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pvqae import explore, pipeline
+from pvqae import explore
+from pvqae.data import prepared
 from pvqae.model import LEVEL_NAMES
 from pvqae.paths import REPO_ROOT
 from pvqae.score_cli import load_bundle
@@ -20,7 +21,7 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "explore_code_allocation.py"
 @pytest.fixture(scope="module")
 def loaded(tiny_reports):
     b = load_bundle(tiny_reports / "models")
-    test = pipeline.load_prepared(tiny_reports / "prepared", "test")
+    test = prepared.load_prepared(tiny_reports / "prepared", "test")
     i = explore.select_images(test, "texture", "defective")[0]
     return b.model, b.prior, test, test["image"][i], test["classes"].index("texture")
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+import pvqae.resumable as resumable
 import pvqae.train as T
 from pvqae.errors import TrainingError
 
@@ -121,8 +122,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     sys.path.insert(0, str(Path(__file__).parent))
     from _train_worker import tiny_run
 
-    monkeypatch.setattr(T, "RESUME_ROOT", tmp_path / "resume")
-    model, stream, cfg = tiny_run(steps=STEPS, ckpt_every=CKPT_EVERY)
+    monkeypatch.setattr(resumable, "RESUME_ROOT", tmp_path / "resume")
+    model, stream, cfg, budget = tiny_run(steps=STEPS, ckpt_every=CKPT_EVERY)
     original = stream.batch
 
     def poisoned(step):
@@ -134,7 +135,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
     monkeypatch.setattr(stream, "batch", poisoned)
     with pytest.raises(TrainingError, match=r"not finite at step 7\b"):
-        T.train_autoencoder(model, stream, cfg, tmp_path / "out", "ae", seed=0, progress=False)
+        T.train_autoencoder(model, stream, cfg, tmp_path / "out", "ae", seed=0, budget=budget, progress=False)
     d = _resume_dir(tmp_path / "resume")
     good = torch.load(d / "last.pt", weights_only=True)
     assert good["step"] == 6 and all(torch.isfinite(v).all() for v in good["model"].values() if v.is_floating_point())

@@ -85,8 +85,10 @@ def test_config_roundtrip():
     again = ModelConfig.from_dict(d)
     assert again == cfg
     assert isinstance(again.ch_mult, tuple) and isinstance(again.levels, tuple)
-    # unknown keys are ignored, missing keys take defaults
-    assert ModelConfig.from_dict({"image_size": 64, "bogus": 1}) == ModelConfig(image_size=64)
+    # missing keys take defaults; an unknown key is a named error with the closest valid key
+    assert ModelConfig.from_dict({"image_size": 64}) == ModelConfig(image_size=64)
+    with pytest.raises(ValueError, match=r"model\.embed_dimm: unknown key; did you mean embed_dim\?"):
+        ModelConfig.from_dict({"embed_dimm": 1})
 
 
 @pytest.mark.parametrize("kw,msg", [

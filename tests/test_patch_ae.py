@@ -10,7 +10,7 @@ import torch
 from conftest import textures
 
 from pvqae.baselines.patch_ae import PatchAE, PatchAEConfig, defect_augment, train_patch_ae
-from pvqae.train import BatchStream
+from pvqae.batches import BatchStream
 
 pytestmark = pytest.mark.usefixtures("one_thread", "resume_in_tmp")
 S = 64  # conftest.textures' default size
@@ -80,6 +80,6 @@ def test_training_is_deterministic_learns_and_scores_a_pasted_defect(lite0, tmp_
 
 
 def test_config_rejects_unknown_keys():
-    with pytest.raises(ValueError, match=r"baselines.patch_ae: unknown keys \['feature_dimm'\]"):
+    with pytest.raises(ValueError, match=r"baselines\.patch_ae\.feature_dimm: unknown key; did you mean feature_dim\?"):
         PatchAEConfig.from_dict({"feature_dimm": 3})
     assert PatchAEConfig.from_dict({"strides": [8, 16]}).strides == (8, 16)

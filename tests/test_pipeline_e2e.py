@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from pvqae.config import STAGES, apply_profiles
+from pvqae.config import apply_profiles
 from pvqae.paths import REPO_ROOT
+from pvqae.stages import ORDER as STAGES
 
 pytestmark = pytest.mark.slow
 
@@ -141,7 +142,8 @@ def test_tables_have_their_rows(tiny_repo):
     tables = repo / "reports" / "tables"
     rows = _rows(tables / "evaluate" / "main.csv")
     assert [r["class"] for r in rows] == list(CLASSES) + ["mean"]
-    assert "pvqae:image_auroc" in rows[0] and "static_vq:pixel_auroc" in rows[0]
+    assert "PVQAE" in rows[0] and "static VQ (VQ-E style)" in rows[0], rows[0]
+    assert all(len(r["PVQAE"].split(" / ")) == 3 for r in rows)  # image / pixel AUROC / AUPRO
     alloc = _rows(tables / "evaluate" / "code_allocation.csv")
     assert {(r["class"], r["images"], r["budget"]) for r in alloc} == {
         (c, i, b) for c in CLASSES for i in ("normal", "defective") for b in ("routed", "prior")}

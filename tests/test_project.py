@@ -1,4 +1,5 @@
-"""The project's frame stays consistent: pins, dvc.yaml vs stage table, profiles, notebooks."""
+"""The project's frame stays consistent: pins, dvc.yaml vs the stage declarations, profiles,
+notebooks, config defaults."""
 
 from __future__ import annotations
 
@@ -8,16 +9,10 @@ import shutil
 import pytest
 import yaml
 
-from pvqae.config import (
-    PATHS,
-    PROFILE_DIR,
-    PROFILE_GROUPS,
-    STAGES,
-    apply_profiles,
-    flat_keys,
-    load_yaml,
-    stage_params,
-)
+from pvqae.config import PROFILE_DIR, PROFILE_GROUPS, apply_profiles, flat_keys, load_yaml
+from pvqae.stages import PATHS, dvc_yaml_text, stage_params, stages
+
+STAGES = stages()
 from pvqae.paths import REPO_ROOT
 
 
@@ -41,6 +36,10 @@ def test_environment_yml_and_pyproject_pin_the_same_versions():
 VARIANT_STAGES = {"lambda_schedule": "ablations.lambda_schedules", "lambda_max": "ablations.lambda_max"}
 
 
+def test_dvc_yaml_is_generated_from_the_stage_declarations():
+    assert (REPO_ROOT / "dvc.yaml").read_text() == dvc_yaml_text(), "run `python -m pvqae dvc-yaml`"
+
+
 def test_dvc_yaml_matches_the_stage_table():
     dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
     # the variant notebook runs as one foreach stage per ablation list
@@ -53,12 +52,12 @@ def test_dvc_yaml_matches_the_stage_table():
         assert spec["cmd"].startswith(f"python -m pvqae run variant --name {name}-${{item}} --set budget.")
         assert spec["outs"] == [f"reports/variants/{name}-${{item}}"]
         assert f"notebooks/{STAGES['variant'].notebook}" in spec["deps"]
-        assert set(spec["params"]) == set(STAGES["variant"].sections), name
+        assert set(spec["params"]) == set(STAGES["variant"].params), name
     for name, spec in specs.items():
         st = STAGES[name]
         assert spec["cmd"] == f"python -m pvqae run {name}"
         assert f"notebooks/{st.notebook}" in spec["deps"]
-        assert set(spec["params"]) == set(st.sections), name
+        assert set(spec["params"]) == set(st.params), name
         outs = spec.get("outs", []) + spec.get("metrics", [])
         assert f"reports/executed/{name}.ipynb" in outs
         for out in outs:
@@ -75,18 +74,22 @@ def test_dvc_yaml_matches_the_stage_table():
 
 
 def test_stages_import_the_modules_they_depend_on():
-    """A notebook's pvqae imports are dvc deps, so editing them reruns the stage."""
+    """A notebook's and its stage module's pvqae imports are dvc deps, so editing them reruns
+    the stage."""
     import re as _re
 
     dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
     for name, st in STAGES.items():
         spec = dvc["lambda_max"]["do"] if name == "variant" else dvc[name]
-        src = (REPO_ROOT / "notebooks" / st.notebook).read_text()
-        mods = set(_re.findall(r"from pvqae\.(\w+)", src))
+        src = (REPO_ROOT / "notebooks" / st.notebook).read_text() + (REPO_ROOT / "pvqae" / "stages" / f"{name}.py").read_text()
+        mods = set(_re.findall(r"from pvqae\.([\w.]+) import", src))
         mods |= {m.strip() for line in _re.findall(r"from pvqae import ([\w, ]+)", src) for m in line.split(",")}
-        for mod in mods - {"paths", "config"}:
-            dep = f"pvqae/{mod}.py" if (REPO_ROOT / "pvqae" / f"{mod}.py").exists() else f"pvqae/{mod}"
-            assert dep in spec["deps"], f"stage {name} imports pvqae.{mod} but does not depend on {dep}"
+        for mod in sorted(mods - {"paths"}):
+            path = mod.replace(".", "/")
+            dep = f"pvqae/{path}.py" if (REPO_ROOT / "pvqae" / f"{path}.py").exists() else f"pvqae/{path}"
+            covered = (dep in spec["deps"] or f"{dep}/__init__.py" in spec["deps"]
+                       or any(dep.startswith(d + "/") for d in spec["deps"]))
+            assert covered, f"stage {name} imports pvqae.{mod} but does not depend on {dep}"
 
 
 def test_every_notebook_has_a_parameters_cell_and_no_outputs():
@@ -97,7 +100,8 @@ def test_every_notebook_has_a_parameters_cell_and_no_outputs():
         params_cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(params_cells) == 1, st.notebook
         assert "params = None" in params_cells[0].source and "paths = None" in params_cells[0].source
-        assert f'stage_params("{st.name}")' in "".join(c.source for c in nb.cells)
+        src = "".join(c.source for c in nb.cells)
+        assert f'stages.configure("{st.name}"' in src or f'stages.stage_params("{st.name}")' in src
 
 
 def test_dvc_analytics_off():
@@ -146,7 +150,7 @@ def test_applying_profiles_is_idempotent_and_order_free(tmp_path):
 
 def test_stage_params_are_the_declared_sections():
     sp = stage_params("pretrain")
-    assert set(sp) == set(STAGES["pretrain"].sections) | {"profile"}
+    assert set(sp) == set(STAGES["pretrain"].params) | {"profile"}
     with pytest.raises(KeyError, match="unknown stage"):
         stage_params("nope")
 

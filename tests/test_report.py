@@ -20,7 +20,7 @@ PAPER_METHODS = ("padim", "patchcore", "ae_ssim", "vq_e", "hvq_trans", "stpm", "
 
 
 def _res(image, pixel=0.5, aupro=0.4, per_class=None, std=None, n_seeds=1) -> dict:
-    """A hand-made aggregated result (:func:`pvqae.study.aggregate_seeds` shape)."""
+    """A hand-made aggregated result (:func:`pvqae.evaluation.aggregate_seeds` shape)."""
     r = {"mean": {"image_auroc": image, "pixel_auroc": pixel, "aupro": aupro}, "per_class": per_class or {},
          "n_seeds": n_seeds}
     if std is not None:

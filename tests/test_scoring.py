@@ -63,7 +63,7 @@ class StubModel(PVQAE):
         self.routed_delta = routed_delta
         self.calls: list[tuple[str, torch.Tensor | None]] = []
 
-    def route(self, feats, mode, level_map, tau, generator):
+    def route(self, feats, *, mode, level_map=None, tau=1.0, generator=None):
         self.calls.append((mode, level_map))
         levels = self.routed if mode == "dynamic" else level_map
         gate = _one_hot(levels)
@@ -152,7 +152,9 @@ def test_gaussian_blur_preserves_constants_and_mass():
 
 def test_score_config_from_dict():
     assert ScoreConfig.from_dict(None) == ScoreConfig()
-    assert ScoreConfig.from_dict({"image_score": "topk", "junk": 1}) == ScoreConfig(image_score="topk")
+    assert ScoreConfig.from_dict({"image_score": "topk"}) == ScoreConfig(image_score="topk")
+    with pytest.raises(ValueError, match=r"evaluate\.score\.junk: unknown key"):
+        ScoreConfig.from_dict({"image_score": "topk", "junk": 1})
 
 
 # ------------------------------------------------------------------ score_batch with stubs

@@ -5,24 +5,21 @@ from __future__ import annotations
 
 import csv
 import json
+from typing import NamedTuple
 
 import pytest
 import torch
 from conftest import interrupt_at
 
+import pvqae.resumable as resumable
 import pvqae.train as T
 from pvqae import budget as budget_mod
+from pvqae.batches import BatchStream, flip_augment
 from pvqae.errors import TrainingError
-from pvqae.model import PVQAE, ModelConfig
-from pvqae.train import (
-    BatchStream,
-    PriorConfig,
-    TrainConfig,
-    flip_augment,
-    load_model,
-    load_prior,
-    train_prior,
-)
+from pvqae.model import PVQAE, ModelConfig, routed_levels
+from pvqae.prior import PriorConfig, load_prior
+from pvqae.settings import BudgetConfig, PretrainConfig
+from pvqae.train import train_prior
 
 SIZE = 32
 G = 8  # coarse grid of the tiny model
@@ -33,7 +30,7 @@ def _isolated(monkeypatch, tmp_path):
     """One thread (deterministic, fast) and resume checkpoints under tmp_path."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    monkeypatch.setattr(T, "RESUME_ROOT", tmp_path / "resume")
+    monkeypatch.setattr(resumable, "RESUME_ROOT", tmp_path / "resume")
     yield
     torch.set_num_threads(before)
 
@@ -55,11 +52,31 @@ def _stream(data=None, batch_size: int = 2, seed: int = 0, augment=flip_augment)
     return BatchStream(data if data is not None else _data(), batch_size, seed, augment=augment)
 
 
-def _tcfg(**kw) -> TrainConfig:
+class _Cfg(NamedTuple):
+    """What one training stage gets: the autoencoder settings and, for dynamic routing, the budget's."""
+
+    train: PretrainConfig
+    budget: BudgetConfig | None
+
+
+BUDGET_KEYS = set(BudgetConfig.__dataclass_fields__) - {"steps", "lr", "routing", "disc_start"}
+
+
+def _tcfg(**kw) -> _Cfg:
+    """Test settings in one flat namespace (no GAN, budget cost 1 unless set)."""
     base = dict(steps=8, batch_size=2, lr=1e-3, routing="dynamic", lambda_max=1.0, log_every=1, ckpt_every=2,
-                tau=1.0, tau_min=0.5)
+                tau=1.0, tau_min=0.5, disc_weight=0.0, disc_start=0, budget_scale=1.0, router_lr=0.0)
     base.update(kw)
-    return TrainConfig(**base)
+    budget_kw = {k: base.pop(k) for k in list(base) if k in BUDGET_KEYS}
+    train = PretrainConfig(**base)
+    if train.routing != "dynamic":
+        return _Cfg(train, None)
+    return _Cfg(train, BudgetConfig(steps=train.steps, lr=train.lr, routing="dynamic", disc_start=train.disc_start,
+                                    **budget_kw))
+
+
+def _train(model, stream, cfg: _Cfg, out_dir, name, seed, **kw) -> dict:
+    return T.train_autoencoder(model, stream, cfg.train, out_dir, name, seed, budget=cfg.budget, **kw)
 
 
 def _read_log(path) -> list[dict]:
@@ -73,7 +90,7 @@ def _read_log(path) -> list[dict]:
 @pytest.mark.parametrize("schedule,warmup", [("linear", 0), ("cosine", 2)])
 def test_logged_lambda_follows_schedule(tmp_path, schedule, warmup):
     cfg = _tcfg(steps=6, lambda_max=1.25, lambda_schedule=schedule, lambda_warmup=warmup, ckpt_every=100)
-    summary = T.train_autoencoder(_model(), _stream(), cfg, tmp_path / "out", "ae", seed=0, progress=False)
+    summary = _train(_model(), _stream(), cfg, tmp_path / "out", "ae", seed=0, progress=False)
     rows = _read_log(tmp_path / "out" / "ae_log.csv")
     assert [int(r["step"]) for r in rows] == list(range(6))
     for r in rows:
@@ -89,7 +106,7 @@ def test_logged_lambda_follows_schedule(tmp_path, schedule, warmup):
 
 def test_no_lambda_column_without_budget_learning(tmp_path):
     cfg = _tcfg(steps=3, routing="random", lambda_max=0.0, ckpt_every=100)
-    T.train_autoencoder(_model(), _stream(), cfg, tmp_path / "out", "pre", seed=0, progress=False)
+    _train(_model(), _stream(), cfg, tmp_path / "out", "pre", seed=0, progress=False)
     rows = _read_log(tmp_path / "out" / "pre_log.csv")
     assert len(rows) == 3
     assert "lam" not in rows[0] and "budget" not in rows[0]
@@ -97,7 +114,7 @@ def test_no_lambda_column_without_budget_learning(tmp_path):
 
 def test_log_every_keeps_every_kth_row_and_the_last(tmp_path):
     cfg = _tcfg(steps=7, log_every=3, ckpt_every=100)
-    T.train_autoencoder(_model(), _stream(), cfg, tmp_path / "out", "ae", seed=0, progress=False)
+    _train(_model(), _stream(), cfg, tmp_path / "out", "ae", seed=0, progress=False)
     rows = _read_log(tmp_path / "out" / "ae_log.csv")
     assert [int(r["step"]) for r in rows] == [0, 3, 6]
 
@@ -107,7 +124,7 @@ def test_pretraining_leaves_router_untouched(tmp_path):
     router_before = {k: v.clone() for k, v in model.router.state_dict().items()}
     enc_before = model.encoder.conv_in.weight.detach().clone()
     cfg = _tcfg(steps=3, routing="random", lambda_max=0.0, ckpt_every=100)
-    T.train_autoencoder(model, _stream(), cfg, tmp_path / "out", "pre", seed=0, progress=False)
+    _train(model, _stream(), cfg, tmp_path / "out", "pre", seed=0, progress=False)
     for k, v in model.router.state_dict().items():
         assert torch.equal(v, router_before[k]), k
     assert not torch.equal(model.encoder.conv_in.weight, enc_before)
@@ -122,12 +139,12 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, monkeypatch
 
     # A: uninterrupted
     model_a = _model()
-    T.train_autoencoder(model_a, _stream(data), cfg, tmp_path / "a", "ae", seed=3, progress=False)
+    _train(model_a, _stream(data), cfg, tmp_path / "a", "ae", seed=3, progress=False)
     state_a = model_a.state_dict()
     assert not any((tmp_path / "resume").iterdir()), "resume folder removed after a finished run"
 
     # B: interrupted at step 5 (last checkpoint at step 4), then resumed
-    interrupt_at(monkeypatch, 5, T.train_autoencoder, _model(), _stream(data), cfg, tmp_path / "b", "ae", seed=3,
+    interrupt_at(monkeypatch, 5, _train, _model(), _stream(data), cfg, tmp_path / "b", "ae", seed=3,
                  progress=False)
     resume_dirs = list((tmp_path / "resume").iterdir())
     assert len(resume_dirs) == 1 and resume_dirs[0].name.startswith("ae-")
@@ -140,7 +157,7 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, monkeypatch
 
     capsys.readouterr()
     model_b = _model(seed=123)  # a different init: everything must come from the checkpoint
-    summary = T.train_autoencoder(model_b, _stream(data), cfg, tmp_path / "b", "ae", seed=3, progress=False)
+    summary = _train(model_b, _stream(data), cfg, tmp_path / "b", "ae", seed=3, progress=False)
     assert "resuming from step 4" in capsys.readouterr().out
     assert summary["resumed_from"] == 4
     state_b = model_b.state_dict()
@@ -163,10 +180,10 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, monkeypatch
 
 
 def test_different_config_does_not_resume(tmp_path, monkeypatch):
-    interrupt_at(monkeypatch, 3, T.train_autoencoder, _model(), _stream(), _tcfg(steps=4), tmp_path / "o", "ae", seed=0,
+    interrupt_at(monkeypatch, 3, _train, _model(), _stream(), _tcfg(steps=4), tmp_path / "o", "ae", seed=0,
                  progress=False)
     # another seed -> another fingerprint -> starts from scratch
-    summary = T.train_autoencoder(_model(), _stream(), _tcfg(steps=4), tmp_path / "o", "ae", seed=1, progress=False)
+    summary = _train(_model(), _stream(), _tcfg(steps=4), tmp_path / "o", "ae", seed=1, progress=False)
     assert summary["resumed_from"] == 0
 
 
@@ -176,16 +193,16 @@ def test_different_config_does_not_resume(tmp_path, monkeypatch):
 def test_final_checkpoint_loads_weights_only_and_reproduces_outputs(tmp_path):
     model = _model()
     cfg = _tcfg(steps=3, ckpt_every=100)
-    T.train_autoencoder(model, _stream(), cfg, tmp_path / "out", "ae", seed=0, progress=False)
+    _train(model, _stream(), cfg, tmp_path / "out", "ae", seed=0, progress=False)
     path = tmp_path / "out" / "ae.pt"
     st = torch.load(path, weights_only=True)
     assert st["steps"] == 3 and st["seed"] == 0
     assert ModelConfig.from_dict(st["config"]) == model.cfg
-    assert TrainConfig.from_dict(st["train"]) == cfg
+    assert PretrainConfig.from_dict(st["train"]) == cfg.train and BudgetConfig.from_dict(st["budget"]) == cfg.budget
     summary = json.loads((tmp_path / "out" / "ae_summary.json").read_text())
     assert summary["steps"] == 3
 
-    loaded = load_model(path)
+    loaded = PVQAE.from_checkpoint(path)
     assert not loaded.training
     model.eval()
     x = _data(2, seed=9)["image"]
@@ -196,7 +213,7 @@ def test_final_checkpoint_loads_weights_only_and_reproduces_outputs(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
     # routed_levels: noise-free, batched
-    lv = T.routed_levels(loaded, _data(5, seed=4)["image"], batch_size=2)
+    lv = routed_levels(loaded, _data(5, seed=4)["image"], batch_size=2)
     assert lv.shape == (5, G, G)
     assert torch.equal(lv[:2], loaded(_data(5, seed=4)["image"][:2]).routing.levels)
 
@@ -204,10 +221,10 @@ def test_final_checkpoint_loads_weights_only_and_reproduces_outputs(tmp_path):
 def test_static_model_trains_and_loads(tmp_path):
     model = _model(levels=(1,))
     cfg = _tcfg(steps=2, routing="random", lambda_max=1.0, ckpt_every=100)  # no router: lambda ignored
-    T.train_autoencoder(model, _stream(), cfg, tmp_path / "out", "vq", seed=0, progress=False)
+    _train(model, _stream(), cfg, tmp_path / "out", "vq", seed=0, progress=False)
     rows = _read_log(tmp_path / "out" / "vq_log.csv")
     assert len(rows) == 2 and "lam" not in rows[0] and "frac_coarse" not in rows[0]
-    loaded = load_model(tmp_path / "out" / "vq.pt")
+    loaded = PVQAE.from_checkpoint(tmp_path / "out" / "vq.pt")
     assert not loaded.dynamic
     x = _data(1, seed=5)["image"]
     assert torch.equal(model.eval()(x).recon, loaded(x).recon)
@@ -223,7 +240,7 @@ def test_nan_images_raise_training_error_naming_term_and_step(tmp_path):
     first = next(s for s in range(10) if torch.isnan(stream.batch(s)["image"]).any())
     cfg = _tcfg(steps=first + 2, ckpt_every=100)
     with pytest.raises(TrainingError, match=rf"loss term 'total loss' is not finite at step {first}\b"):
-        T.train_autoencoder(_model(), stream, cfg, tmp_path / "out", "ae", seed=0, progress=False)
+        _train(_model(), stream, cfg, tmp_path / "out", "ae", seed=0, progress=False)
     assert not (tmp_path / "out" / "ae.pt").exists()
 
 
@@ -232,7 +249,7 @@ def test_exploding_lr_raises_training_error(tmp_path):
     cfg = _tcfg(steps=30, lr=1e12, grad_clip=0.0, betas=(0.0, 0.0), ckpt_every=100, lambda_max=0.0,
                 routing="random")
     with pytest.raises(TrainingError, match=r"loss term '.+' is not finite at step \d+"):
-        T.train_autoencoder(_model(), _stream(), cfg, tmp_path / "out", "ae", seed=0, progress=False)
+        _train(_model(), _stream(), cfg, tmp_path / "out", "ae", seed=0, progress=False)
 
 
 # ------------------------------------------------------------------ prior training
@@ -340,19 +357,29 @@ def test_flip_augment_flips_image_and_entropy_together():
 
 
 def test_tau_schedule():
-    cfg = TrainConfig(steps=10, tau=2.0, tau_min=0.1)
+    cfg = BudgetConfig(steps=10, tau=2.0, tau_min=0.1)
     taus = [cfg.tau_at(s) for s in range(10)]
     assert taus[0] == pytest.approx(2.0)
     assert taus[-1] == pytest.approx(0.1)
     assert all(a > b for a, b in zip(taus, taus[1:]))
     assert taus[5] == pytest.approx(2.0 * (0.05 ** (5 / 9)))
     # tau_min >= tau (or one step) disables annealing
-    assert TrainConfig(steps=10, tau=1.0, tau_min=1.0).tau_at(7) == 1.0
-    assert TrainConfig(steps=10, tau=1.0, tau_min=3.0).tau_at(9) == 1.0
-    assert TrainConfig(steps=1, tau=1.0, tau_min=0.1).tau_at(0) == 1.0
+    assert BudgetConfig(steps=10, tau=1.0, tau_min=1.0).tau_at(7) == 1.0
+    assert BudgetConfig(steps=10, tau=1.0, tau_min=3.0).tau_at(9) == 1.0
+    assert BudgetConfig(steps=1, tau=1.0, tau_min=0.1).tau_at(0) == 1.0
 
 
-def test_train_config_from_dict():
-    cfg = TrainConfig.from_dict({"steps": 5, "betas": [0.9, 0.99], "unknown": 1})
+def test_train_configs_are_strict_and_typed():
+    from pvqae.strict_config import ConfigError
+
+    cfg = PretrainConfig.from_dict({"steps": 5, "betas": [0.9, 0.99]})
     assert cfg.steps == 5 and cfg.betas == (0.9, 0.99)
-    assert PriorConfig.from_dict({"mode": "universal", "x": 0}) == PriorConfig(mode="universal")
+    with pytest.raises(ConfigError, match=r"budget\.lamda_max: unknown key; did you mean lambda_max\?"):
+        BudgetConfig.from_dict({"lamda_max": 2.0})
+    with pytest.raises(ConfigError, match=r"prior\.x: unknown key"):
+        PriorConfig.from_dict({"mode": "universal", "x": 0})
+    with pytest.raises(ConfigError, match=r"pretrain\.steps: expected int, got str"):
+        PretrainConfig.from_dict({"steps": "ten"})
+    # budget learning: the autoencoder settings of pre-training with the budget stage's own
+    pre, b = PretrainConfig(steps=100, lr=1e-3, disc_start=50), BudgetConfig(steps=7, lr=2e-4, disc_start=0)
+    assert pre.for_budget(b) == pre.replace(steps=7, lr=2e-4, disc_start=0, routing="dynamic")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pvqae import pipeline
+from pvqae.data import prepared
 from pvqae.data.synthetic import MASK_THRESHOLD
 from pvqae.data.validation import KINDS, paste_defects
 
@@ -58,16 +58,16 @@ def test_prepare_builds_it_from_held_out_normals_only(tmp_path):
     data = tiny_data_params()
     data.update(image_size=64, patch_size=8, val_fraction=0.5)
     data["synthetic"].update(n_train=6)
-    prepared = tmp_path / "prepared"
-    pipeline.prepare(data, prepared, seed=0, progress=False)
-    val = pipeline.load_validation(prepared)
-    arr = np.load(prepared / "arrays.npz")
+    prep = tmp_path / "prepared"
+    prepared.prepare(data, prep, seed=0, progress=False)
+    val = prepared.load_validation(prep)
+    arr = np.load(prep / "arrays.npz")
     src = arr["val_defect_source"]
-    split_val = pipeline.SPLIT_CODES["val"]
+    split_val = prepared.SPLIT_CODES["val"]
     assert len(src) and (arr["split"][src] == split_val).all()  # bases: held-out normal images only
     assert (arr["labels"][src] == 0).all()
     # a pure function of the held-out images: recomputed from them alone, identical
-    again = pipeline.validation_defects(arr["images"], arr["class_index"], arr["split"],
+    again = prepared.validation_defects(arr["images"], arr["class_index"], arr["split"],
                                         val["manifest"]["seed"])
     assert np.array_equal(again["images"], arr["val_defect_images"])
     assert np.array_equal(again["masks"], arr["val_defect_masks"])

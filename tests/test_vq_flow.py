@@ -8,7 +8,7 @@ import torch
 from conftest import textures
 
 from pvqae.baselines.vq_flow import VQFlow, VQFlowConfig, positional_encoding, train_vq_flow
-from pvqae.train import BatchStream
+from pvqae.batches import BatchStream
 
 pytestmark = pytest.mark.usefixtures("one_thread", "resume_in_tmp")
 S = 64  # conftest.textures' default size
@@ -72,5 +72,5 @@ def test_positional_encoding_and_config():
     pe = positional_encoding(8, 4, 6)
     assert pe.shape == (8, 4, 6) and torch.equal(pe[:4, :, 0], pe[:4, :, 5])  # rows: constant along x
     assert torch.equal(pe[4:, 0], pe[4:, 3]) and not torch.equal(pe[4:, :, 0], pe[4:, :, 3])  # columns
-    with pytest.raises(ValueError, match=r"baselines.vq_flow: unknown keys \['blokcs'\]"):
+    with pytest.raises(ValueError, match=r"baselines\.vq_flow\.blokcs: unknown key; did you mean blocks\?"):
         VQFlowConfig.from_dict({"blokcs": 3})

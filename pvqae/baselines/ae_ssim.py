@@ -27,7 +27,7 @@ What :class:`AESSIM` adapts, and why:
 
 Training (:func:`train_ae_ssim`) follows the paper's optimiser: Adam, learning rate 2e-4,
 weight decay 1e-5 (here PyTorch's L2 ``weight_decay`` of Adam), on the study's deterministic,
-resumable batch stream (:class:`pvqae.train.BatchStream`, flips + brightness/contrast jitter).
+resumable batch stream (:class:`pvqae.batches.BatchStream`, flips + brightness/contrast jitter).
 """
 
 from __future__ import annotations
@@ -40,15 +40,17 @@ from torch import nn
 
 from pvqae import distributed
 from pvqae.baselines.common import BaselineOutput
+from pvqae.batches import BatchStream
 from pvqae.checkpoint import load_checkpoint
 from pvqae.losses import check_finite, ssim, ssim_loss
-from pvqae.train import BatchStream, ResumableRun
+from pvqae.resumable import ResumableRun
+from pvqae.strict_config import Config
 
 __all__ = ["AESSIMConfig", "AESSIM", "train_ae_ssim", "load_ae_ssim"]
 
 
-@dataclass
-class AESSIMConfig:
+@dataclass(frozen=True)
+class AESSIMConfig(Config):
     """Architecture and optimisation settings of AE-SSIM (params.yaml section ``baselines.ae_ssim``).
 
     Defaults are the paper's where it gives one: ``ch`` 32, ``latent_dim`` 100, Adam with
@@ -56,10 +58,11 @@ class AESSIMConfig:
     brightness/contrast jitter of the training stream (as for PVQAE); the caller builds the
     stream with it and with ``batch_size``.
     """
+    SECTION = "baselines.ae_ssim"
 
     ch: int = 32
     latent_dim: int = 100
-    steps: int = 600
+    steps: int = 210
     batch_size: int = 16
     lr: float = 2e-4
     weight_decay: float = 1e-5
@@ -68,10 +71,6 @@ class AESSIMConfig:
     ckpt_every: int = 200
     log_every: int = 20
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "AESSIMConfig":
-        """Build from a params dict, ignoring keys that are not fields."""
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def _encoder_layers(in_channels: int, ch: int, latent_dim: int, n_down: int, grid: int) -> list[tuple]:
@@ -195,7 +194,7 @@ def train_ae_ssim(model: AESSIM, stream: BatchStream, cfg: AESSIMConfig, out_dir
     ``out_dir/<name>.pt`` (``{"model", "config", "train", "steps", "seed"}``, weights-only),
     ``<name>_log.csv`` (step, loss, ssim) and ``<name>_summary.json``; checkpoints every
     ``cfg.ckpt_every`` steps and resumes after an interruption exactly like
-    :func:`pvqae.train.train_autoencoder` (:class:`pvqae.train.ResumableRun`, resume folder
+    :func:`pvqae.train.train_autoencoder` (:class:`pvqae.resumable.ResumableRun`, resume folder
     keyed by name, seed, ``cfg``, the architecture and ``fingerprint_extra``). A NaN/inf
     loss raises :class:`pvqae.errors.TrainingError`. Returns the summary dict (steps,
     seconds, images/s, last logged losses).

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 class BaselineOutput(NamedTuple):
     """Scores of a batch.
 
@@ -35,16 +34,6 @@ def patch_scores_to_output(patch_scores: torch.Tensor, size: tuple[int, int]) ->
     (image score = max of the raw map)."""
     up = F.interpolate(patch_scores.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
     return BaselineOutput(score_map=up, image_score=up.flatten(1).max(1).values)
-
-
-def config_from_dict(cls, d: dict, section: str):
-    """A dataclass config from a params dict; an unknown key is an error naming the section
-    (a typo must not silently run the default); list values of tuple fields become tuples."""
-    fields = cls.__dataclass_fields__
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise ValueError(f"{section}: unknown keys {unknown}; valid: {sorted(fields)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 class FrozenBackboneModel(nn.Module):

@@ -3,7 +3,7 @@
 Every method is trained (AE-SSIM) or fitted (PatchCore, PaDiM) on the normal training
 images of all classes at once (the paper trains one model per dataset for every method),
 scored on the test split at the model's image size, and evaluated with
-:func:`pvqae.pipeline.evaluate_scores` (image/pixel AUROC, AUPRO, F1-max). The static
+:func:`pvqae.evaluation.evaluate_scores` (image/pixel AUROC, AUPRO, F1-max). The static
 VQ-VAE baseline (VQ-E style) is PVQAE's own autoencoder with one fixed level, trained by
 the pretrain stage. The median-filter residual (no training) is the floor of every table.
 
@@ -26,27 +26,28 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pvqae import pipeline
 from pvqae.backbones import FeatureExtractor
 from pvqae.baselines import METHODS, NEEDS_BACKBONE
-from pvqae.baselines.ae_ssim import AESSIM, AESSIMConfig, train_ae_ssim
+from pvqae.baselines.ae_ssim import AESSIM, train_ae_ssim
 from pvqae.baselines.common import BaselineOutput
 from pvqae.baselines.median_filter import MedianFilterResidual
-from pvqae.baselines.patch_ae import PatchAE, PatchAEConfig, train_patch_ae
-from pvqae.baselines.vq_flow import VQFlow, VQFlowConfig, train_vq_flow
 from pvqae.baselines.padim import PaDiM
+from pvqae.baselines.patch_ae import PatchAE, train_patch_ae
 from pvqae.baselines.patchcore import PatchCore
+from pvqae.baselines.vq_flow import VQFlow, train_vq_flow
+from pvqae.batches import train_stream
 from pvqae.checkpoint import save_checkpoint
+from pvqae.evaluation import aggregate_seeds, evaluate_scores
 from pvqae.scoring import ScoreConfig, postprocess
-from pvqae.study import aggregate_seeds, seed_dir
-
+from pvqae.settings import BaselinesConfig, DataConfig, EvaluateConfig
+from pvqae.stages import seed_dir
 
 
 @torch.no_grad()
 def score_split(score: Callable[[torch.Tensor], BaselineOutput], split: dict, post: ScoreConfig,
                 batch_size: int = 16, progress: bool = True, desc: str = "score") -> dict:
     """Score a split in batches with ``score(images) -> BaselineOutput`` (raw maps), apply the
-    shared post-processing ``post``; the same keys as :func:`pvqae.pipeline.score_split` (no
+    shared post-processing ``post``; the same keys as :func:`pvqae.evaluation.score_split` (no
     routed/prior levels)."""
     n = len(split["image"])
     maps, img = [], []
@@ -60,64 +61,66 @@ def score_split(score: Callable[[torch.Tensor], BaselineOutput], split: dict, po
             "seconds": secs, "images_per_second": n / secs if secs > 0 else None}
 
 
-def build(method: str, bparams: dict, data: dict, seed: int, backbone: FeatureExtractor | None = None):
-    """The untrained/unfitted model of a method from the ``baselines`` params section."""
+def build(method: str, bp: BaselinesConfig, data: DataConfig, seed: int, backbone: FeatureExtractor | None = None):
+    """The untrained/unfitted model of a method from the ``baselines`` params section (a
+    :class:`BaselinesConfig`, or its params mapping, read strictly)."""
+    bp, data = BaselinesConfig.from_dict(bp), DataConfig.from_dict(data)
     if method == "median_filter":
-        return MedianFilterResidual(int(bparams["median_filter"]["kernel"]))
+        return MedianFilterResidual(bp.median_filter.kernel)
     if method == "ae_ssim":
-        cfg = AESSIMConfig.from_dict(bparams["ae_ssim"])
         torch.manual_seed(seed)
-        return AESSIM.from_config(cfg, int(data["image_size"]), int(data["channels"]))
+        return AESSIM.from_config(bp.ae_ssim, data.image_size, data.channels)
     if method in NEEDS_BACKBONE and backbone is None:
         raise ValueError(f"{method} needs an ImageNet-pretrained backbone (baselines.backbone, "
                          f"baselines.backbone_weights)")
     if method == "patchcore":
-        p = bparams["patchcore"]
-        return PatchCore(backbone, strides=tuple(p["strides"]), coreset_ratio=float(p["coreset_ratio"]),
-                         projection_dim=int(p["projection_dim"]), feature_dim=p.get("feature_dim"), seed=seed)
+        p = bp.patchcore
+        return PatchCore(backbone, strides=p.strides, coreset_ratio=p.coreset_ratio, projection_dim=p.projection_dim,
+                         feature_dim=p.feature_dim, seed=seed)
     if method == "padim":
-        p = bparams["padim"]
-        return PaDiM(backbone, strides=tuple(p["strides"]), dims=p.get("dims"), seed=seed)
+        return PaDiM(backbone, strides=bp.padim.strides, dims=bp.padim.dims, seed=seed)
     if method == "patch_ae":
         torch.manual_seed(seed)
-        return PatchAE(backbone, PatchAEConfig.from_dict(bparams["patch_ae"]), int(data["channels"]))
+        return PatchAE(backbone, bp.patch_ae, data.channels)
     if method == "vq_flow":
         torch.manual_seed(seed)
-        return VQFlow(backbone, VQFlowConfig.from_dict(bparams["vq_flow"]), seed=seed)
+        return VQFlow(backbone, bp.vq_flow, seed=seed)
     raise ValueError(f"unknown baseline {method!r}; baselines are {', '.join(METHODS)}")
 
 
-def run_method(method: str, bparams: dict, data: dict, train: dict, test: dict, ev: dict, seed: int,
+def run_method(method: str, bp: BaselinesConfig, data: DataConfig, train: dict, test: dict, ev: EvaluateConfig, seed: int,
                out_dir: Path, backbone: FeatureExtractor | None = None, progress: bool = True) -> tuple[dict, dict, dict]:
     """Train/fit one baseline for one seed, score the test split, compute the metrics.
 
     Returns (scores, results, summary); writes ``out_dir/<method>.pt``.
     """
+    bp, data, ev = BaselinesConfig.from_dict(bp), DataConfig.from_dict(data), EvaluateConfig.from_dict(ev)
     out_dir = Path(out_dir)
-    model = build(method, bparams, data, seed, backbone)
+    model = build(method, bp, data, seed, backbone)
     if method == "median_filter":
         summary = {"seconds": 0.0, "kernel": model.kernel}
     elif method == "ae_ssim":
-        cfg = AESSIMConfig.from_dict(bparams["ae_ssim"])
-        stream = pipeline.train_stream(train, cfg.batch_size, seed, cfg.augment_jitter)
+        cfg = bp.ae_ssim
+        stream = train_stream(train, cfg.batch_size, seed, cfg.augment_jitter)
         summary = train_ae_ssim(model, stream, cfg, out_dir, method, seed, progress=progress)
     elif method in ("patch_ae", "vq_flow"):
-        stream = pipeline.train_stream(train, model.cfg.batch_size, seed, model.cfg.augment_jitter)
+        stream = train_stream(train, model.cfg.batch_size, seed, model.cfg.augment_jitter)
         summary = (train_patch_ae(model, train["image"], stream, out_dir, method, seed, progress=progress)
                    if method == "patch_ae" else train_vq_flow(model, stream, out_dir, method, seed, progress=progress))
     else:
-        summary = model.fit(train["image"], batch_size=ev["batch_size"], progress=progress)
+        summary = model.fit(train["image"], batch_size=ev.batch_size, progress=progress)
         save_checkpoint(out_dir / f"{method}.pt", {"model": model.state_dict(), "seed": seed, "method": method})
     model.eval()
-    scores = score_split(model.score if method == "ae_ssim" else model, test, ScoreConfig.from_dict(ev["score"]),
-                         ev["batch_size"], progress, desc=f"{method} seed {seed}")
-    results = pipeline.evaluate_scores(test, scores, ev["fpr_limit"])
+    scores = score_split(model.score if method == "ae_ssim" else model, test, ev.score, ev.batch_size, progress,
+                         desc=f"{method} seed {seed}")
+    results = evaluate_scores(test, scores, ev.fpr_limit)
     results["inference_images_per_second"] = scores["images_per_second"]
     results["scoring_seconds"] = scores["seconds"]
     return scores, results, summary
 
 
-def run_all(methods: list[str], bparams: dict, data: dict, train: dict, test: dict, ev: dict, seeds: list[int],
+def run_all(methods: list[str], bp: BaselinesConfig, data: DataConfig, train: dict, test: dict, ev: EvaluateConfig,
+            seeds: list[int],
             out_dir: Path, backbone: FeatureExtractor | None, backbone_status: str, progress: bool = True) -> dict:
     """Every method for every seed: ``{"status", "results" (mean ± std over seeds),
     "per_seed", "training"}``. A method needing the backbone when there is none is not run
@@ -129,7 +132,7 @@ def run_all(methods: list[str], bparams: dict, data: dict, train: dict, test: di
             continue
         per_seed[m], training[m] = {}, {}
         for s in seeds:
-            _, per_seed[m][f"seed{s}"], training[m][f"seed{s}"] = run_method(m, bparams, data, train, test, ev, s,
+            _, per_seed[m][f"seed{s}"], training[m][f"seed{s}"] = run_method(m, bp, data, train, test, ev, s,
                                                                              seed_dir(out_dir, s), backbone, progress)
         status[m] = "ran" + (f" ({backbone_status})" if m in NEEDS_BACKBONE else "")
     results = {m: aggregate_seeds(list(r.values())) for m, r in per_seed.items()}

@@ -39,25 +39,28 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pvqae.backbones import FeatureExtractor
-from pvqae.baselines.common import BaselineOutput, config_from_dict, patch_scores_to_output
+from pvqae.baselines.common import BaselineOutput, patch_scores_to_output
 from pvqae.baselines.patchcore import coreset_size, greedy_coreset, nearest_distance, sparse_random_projection
+from pvqae.batches import BatchStream
 from pvqae.data.validation import paste_defects
 from pvqae.losses import check_finite
-from pvqae.train import BatchStream, ResumableRun
+from pvqae.resumable import ResumableRun
+from pvqae.strict_config import Config
 
 BYTES_PER_FLOAT = 4
 
 
-@dataclass
-class PatchAEConfig:
+@dataclass(frozen=True)
+class PatchAEConfig(Config):
     """Patch AE settings (params.yaml section ``baselines.patch_ae``)."""
+    SECTION = "baselines.patch_ae"
 
     strides: tuple[int, ...] = (8, 16)  # backbone endpoints; the first sets the patch size
     hidden: int = 256  # the encoder's first 1x1 conv
     feature_dim: int = 128  # the learned feature vector of a patch
     decoder_hidden: int = 256  # the decoder's hidden 1x1 conv
     finetune_backbone: bool = True  # Fig. 2: the backbone layers are initialised, then trained
-    steps: int = 600
+    steps: int = 150
     batch_size: int = 16
     lr: float = 1e-3
     backbone_lr: float = 1e-4
@@ -68,9 +71,6 @@ class PatchAEConfig:
     ckpt_every: int = 200
     log_every: int = 20
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "PatchAEConfig":
-        return config_from_dict(cls, d, "baselines.patch_ae")
 
 
 class PatchAE(nn.Module):
@@ -169,7 +169,7 @@ def train_patch_ae(model: PatchAE, train_images: torch.Tensor, stream: BatchStre
     """Train the encoder / decoder (and the backbone, ``finetune_backbone``) to reconstruct
     defect-augmented training batches patch by patch (L2), then fit the memory bank on the
     un-augmented training images. Resumable and deterministic like the study's other loops
-    (:class:`pvqae.train.ResumableRun`); writes ``out_dir/<name>.pt`` (weights and bank)."""
+    (:class:`pvqae.resumable.ResumableRun`); writes ``out_dir/<name>.pt`` (weights and bank)."""
     cfg = model.cfg
     groups = [{"params": list(model.encoder.parameters()) + list(model.decoder.parameters()), "lr": cfg.lr}]
     if cfg.finetune_backbone:

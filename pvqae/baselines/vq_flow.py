@@ -41,15 +41,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from pvqae.backbones import FeatureExtractor
-from pvqae.baselines.common import BaselineOutput, config_from_dict
+from pvqae.baselines.common import BaselineOutput
+from pvqae.batches import BatchStream
 from pvqae.losses import check_finite
 from pvqae.quantizer import VectorQuantizer
-from pvqae.train import BatchStream, ResumableRun
+from pvqae.resumable import ResumableRun
+from pvqae.strict_config import Config
 
 
-@dataclass
-class VQFlowConfig:
+@dataclass(frozen=True)
+class VQFlowConfig(Config):
     """VQ-Flow settings (params.yaml section ``baselines.vq_flow``)."""
+    SECTION = "baselines.vq_flow"
 
     strides: tuple[int, ...] = (8, 16)  # one flow per backbone endpoint
     num_concepts: int = 8  # CPC size (the reference: 32 for MVTec AD's 15 classes)
@@ -60,7 +63,7 @@ class VQFlowConfig:
     subnet_hidden: int = 128
     clamp: float = 1.9
     vq_weight: float = 1.0
-    steps: int = 600
+    steps: int = 150
     batch_size: int = 16
     lr: float = 1e-4 * 10  # the reference's 1e-4 with 60 short epochs; 10x for a few hundred steps
     grad_clip: float = 2.0
@@ -68,9 +71,6 @@ class VQFlowConfig:
     ckpt_every: int = 200
     log_every: int = 20
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "VQFlowConfig":
-        return config_from_dict(cls, d, "baselines.vq_flow")
 
 
 def positional_encoding(dim: int, h: int, w: int) -> torch.Tensor:

@@ -1,5 +1,8 @@
 """Readers of the datasets' original folder layouts.
 
+Past ~350 lines on purpose: one reader per layout (MVTec AD, BTAD, MTSD, folder), all sharing
+the error collection that names every bad path with its fix.
+
 Every reader returns a deterministically sorted ``list[Sample]`` and raises one
 :class:`~pvqae.errors.DataError` that lists *all* layout problems it found (missing mask,
 mask without image, empty class...), each naming the offending path and the fix.

@@ -1,5 +1,8 @@
 """A small synthetic defect dataset in MVTec AD layout, for teaching, tests and the default run.
 
+One module past ~350 lines on purpose: the three class generators, the four defect kinds and
+the writer form one generator whose parts are only meaningful together.
+
 Three classes, each with smooth AND detailed regions in the same image and variation
 between normal samples (shifts, rotation, phase, lighting gradient, colour, sensor noise),
 so a model has to learn the class distribution rather than one picture:

@@ -1,18 +1,21 @@
-"""``pvqae.study``: training seeds, ablation overrides, aggregation over seeds, percent cells,
-ablation-variant results, and one small run of the prior + evaluation steps."""
+"""The stage modules' building blocks: training seeds, ablation overrides, aggregation over
+seeds, percent cells, ablation-variant results, one small run of the prior + evaluation steps."""
 
 from __future__ import annotations
 
 import json
 import math
-import re
 
 import numpy as np
 import pytest
 import yaml
 
-from pvqae import study
+from pvqae import evaluation, records, stages
+from pvqae.data import prepared
 from pvqae.metrics import METRIC_NAMES
+from pvqae.stages import evaluate as evaluate_stage
+from pvqae.stages import prior as prior_stage
+from pvqae.stages import variant as variant_stage
 
 
 def _res(image, pixel=0.5, aupro=0.4, per_class=None, ips=None) -> dict:
@@ -26,32 +29,24 @@ def _res(image, pixel=0.5, aupro=0.4, per_class=None, ips=None) -> dict:
 
 # ----------------------------------------------------------------------------- seeds
 
-def test_training_seeds_list_scalar_and_strings():
-    assert study.training_seeds({"seeds": [0, 1, 2]}) == [0, 1, 2]
-    assert study.training_seeds({"seeds": (3,)}) == [3]
-    assert study.training_seeds({"seeds": 5}) == [5]
-    assert study.training_seeds({"seeds": ["1", 2]}) == [1, 2]
-    assert all(isinstance(s, int) for s in study.training_seeds({"seeds": [0.0, 1]}))
+def test_training_seeds_are_a_typed_list_of_distinct_ints():
+    from pvqae.settings import Params
+    from pvqae.strict_config import ConfigError
 
-
-@pytest.mark.parametrize("seeds", [[0, 0], [1, 2, 1], []])
-def test_training_seeds_rejects_duplicates_and_empty(seeds):
-    with pytest.raises(ValueError, match=r"`seeds` must be a non-empty list of distinct integers, got " +
-                       re.escape(repr(seeds))):
-        study.training_seeds({"seeds": seeds})
-
-
-def test_training_seeds_missing_is_named():
-    with pytest.raises(KeyError, match=r"params\.yaml lacks `seeds`.*seeds: \[0\]"):
-        study.training_seeds({"seed": 0})
-    with pytest.raises(KeyError, match="lacks `seeds`"):
-        study.training_seeds({"seeds": None})
+    assert Params.from_dict({"seeds": [0, 1, 2]}).seeds == (0, 1, 2)
+    for bad in ([0, 0], [1, 2, 1], []):
+        with pytest.raises(ConfigError, match=r"seeds: must be a non-empty list of distinct integers"):
+            Params.from_dict({"seeds": bad})
+    with pytest.raises(ConfigError, match=r"seeds: null is not allowed"):
+        Params.from_dict({"seeds": None})
+    with pytest.raises(ConfigError, match=r"seeds\[1\]: expected int, got str '1'"):
+        Params.from_dict({"seeds": [0, "1"]})
 
 
 def test_seed_dir(tmp_path):
-    assert study.seed_dir(tmp_path, 2) == tmp_path / "seed2"
-    assert study.seed_dir("reports/models/budget", 0).as_posix() == "reports/models/budget/seed0"
-    assert study.seed_dir("x", np.int64(10)).name == "seed10"
+    assert stages.seed_dir(tmp_path, 2) == tmp_path / "seed2"
+    assert stages.seed_dir("reports/models/budget", 0).as_posix() == "reports/models/budget/seed0"
+    assert stages.seed_dir("x", np.int64(10)).name == "seed10"
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -62,30 +57,30 @@ PARAMS = {"budget": {"lambda_max": 1.25, "lambda_schedule": "linear", "steps": 2
 
 def test_apply_overrides_is_a_deep_copy_with_dotted_keys():
     before = json.dumps(PARAMS, sort_keys=True)
-    out = study.apply_overrides(PARAMS, {"budget.lambda_max": 0.5, "prior.mode": "none", "new.deep.key": 1})
+    out = variant_stage.apply_overrides(PARAMS, {"budget.lambda_max": 0.5, "prior.mode": "none", "new.deep.key": 1})
     assert out["budget"] == {"lambda_max": 0.5, "lambda_schedule": "linear", "steps": 200}
     assert out["prior"]["mode"] == "none" and out["new"] == {"deep": {"key": 1}}
     assert json.dumps(PARAMS, sort_keys=True) == before  # the original is untouched
     assert out["budget"] is not PARAMS["budget"]
     out["budget"]["steps"] = 1  # and shares no nested dict with it
     assert PARAMS["budget"]["steps"] == 200
-    assert study.apply_overrides(PARAMS, {}) == PARAMS
+    assert variant_stage.apply_overrides(PARAMS, {}) == PARAMS
 
 
 def test_is_main_setting():
     parsed = yaml.safe_load("1.25")  # what `--set budget.lambda_max=1.25` / dvc's foreach gives
-    assert study.is_main_setting(PARAMS, {"budget.lambda_max": parsed})
-    assert study.is_main_setting(PARAMS, {"budget.lambda_max": 1.25 + 1e-12})  # float tolerance
-    assert study.is_main_setting(PARAMS, {"budget.lambda_max": "1.25"})  # a string number
-    assert study.is_main_setting(PARAMS, {"budget.lambda_schedule": "linear", "budget.steps": 200})
-    assert study.is_main_setting(PARAMS, {})
-    assert not study.is_main_setting(PARAMS, {"budget.lambda_max": 0.5})
-    assert not study.is_main_setting(PARAMS, {"budget.lambda_schedule": "cosine"})
-    assert not study.is_main_setting(PARAMS, {"budget.lambda_max": 1.25, "prior.mode": "none"})
+    assert variant_stage.is_main_setting(PARAMS, {"budget.lambda_max": parsed})
+    assert variant_stage.is_main_setting(PARAMS, {"budget.lambda_max": 1.25 + 1e-12})  # float tolerance
+    assert variant_stage.is_main_setting(PARAMS, {"budget.lambda_max": "1.25"})  # a string number
+    assert variant_stage.is_main_setting(PARAMS, {"budget.lambda_schedule": "linear", "budget.steps": 200})
+    assert variant_stage.is_main_setting(PARAMS, {})
+    assert not variant_stage.is_main_setting(PARAMS, {"budget.lambda_max": 0.5})
+    assert not variant_stage.is_main_setting(PARAMS, {"budget.lambda_schedule": "cosine"})
+    assert not variant_stage.is_main_setting(PARAMS, {"budget.lambda_max": 1.25, "prior.mode": "none"})
     with pytest.raises(KeyError, match=r"params have no key 'budget\.nope'"):
-        study.is_main_setting(PARAMS, {"budget.nope": 1})
+        variant_stage.is_main_setting(PARAMS, {"budget.nope": 1})
     with pytest.raises(KeyError, match="seed.x"):
-        study.is_main_setting(PARAMS, {"seed.x": 1})  # through a non-dict
+        variant_stage.is_main_setting(PARAMS, {"seed.x": 1})  # through a non-dict
 
 
 # ----------------------------------------------------------------------------- aggregation
@@ -96,7 +91,7 @@ def test_aggregate_seeds_means_and_population_std():
         _res(0.8, 0.6, per_class={"a": {"image_auroc": 0.7, "pixel_auroc": 0.7}, "b": {"image_auroc": 0.8}}, ips=30.0),
         _res(0.9, 0.6, per_class={"a": {"image_auroc": 0.9, "pixel_auroc": 0.8}, "b": {"image_auroc": 0.9}}),
     ]
-    agg = study.aggregate_seeds(per_seed)
+    agg = evaluation.aggregate_seeds(per_seed)
     assert agg["n_seeds"] == 3
     assert set(agg["mean"]) == set(agg["std"]) == set(METRIC_NAMES)
     assert agg["mean"]["image_auroc"] == pytest.approx(0.8)
@@ -115,7 +110,7 @@ def test_aggregate_seeds_means_and_population_std():
 
 def test_aggregate_one_seed_has_zero_std():
     r = _res(0.75, per_class={"a": {"image_auroc": 0.75}})
-    agg = study.aggregate_seeds([r])
+    agg = evaluation.aggregate_seeds([r])
     assert agg["n_seeds"] == 1 and agg["mean"]["image_auroc"] == 0.75 and agg["std"]["image_auroc"] == 0.0
     assert agg["per_class"]["a"]["image_auroc"] == 0.75 and agg["per_class_std"]["a"]["image_auroc"] == 0.0
     assert "inference_images_per_second" not in agg
@@ -124,7 +119,7 @@ def test_aggregate_one_seed_has_zero_std():
 def test_aggregate_seeds_nan_handling():
     nan = float("nan")
     per_seed = [_res(nan, pixel=nan, aupro=None), _res(0.6, pixel=nan), _res(0.8, pixel=nan)]
-    agg = study.aggregate_seeds(per_seed)
+    agg = evaluation.aggregate_seeds(per_seed)
     assert agg["mean"]["image_auroc"] == pytest.approx(0.7)  # nanmean of the other seeds
     assert agg["std"]["image_auroc"] == pytest.approx(0.1)
     assert agg["mean"]["aupro"] == pytest.approx(0.4)  # None counts as NaN
@@ -132,23 +127,23 @@ def test_aggregate_seeds_nan_handling():
 
 
 def test_aggregate_seeds_restricts_to_metrics_and_rejects_empty():
-    agg = study.aggregate_seeds([_res(0.5), _res(0.7)], metrics=("image_auroc",))
+    agg = evaluation.aggregate_seeds([_res(0.5), _res(0.7)], metrics=("image_auroc",))
     assert set(agg["mean"]) == {"image_auroc"} and agg["mean"]["image_auroc"] == pytest.approx(0.6)
     with pytest.raises(ValueError, match="no per-seed results"):
-        study.aggregate_seeds([])
+        evaluation.aggregate_seeds([])
 
 
 # ----------------------------------------------------------------------------- percent cells
 
 def test_pm_formatting():
-    assert study.pm(0.781) == "78.1"
-    assert study.pm(0.781, 0.012, 1) == "78.1"  # one seed: no std shown
-    assert study.pm(0.781, 0.012, 3) == "78.1 ± 1.2"
-    assert study.pm(1.0, 0.0, 2) == "100.0 ± 0.0"
-    assert study.pm(0.781, float("nan"), 3) == "78.1"
-    assert study.pm(0.781, None, 3) == "78.1"
-    assert study.pm(float("nan"), 0.01, 3) == "n/a"
-    assert study.pm(None) == "n/a"
+    assert records.pm(0.781) == "78.1"
+    assert records.pm(0.781, 0.012, 1) == "78.1"  # one seed: no std shown
+    assert records.pm(0.781, 0.012, 3) == "78.1 ± 1.2"
+    assert records.pm(1.0, 0.0, 2) == "100.0 ± 0.0"
+    assert records.pm(0.781, float("nan"), 3) == "78.1"
+    assert records.pm(0.781, None, 3) == "78.1"
+    assert records.pm(float("nan"), 0.01, 3) == "n/a"
+    assert records.pm(None) == "n/a"
 
 
 # ----------------------------------------------------------------------------- variants
@@ -162,13 +157,13 @@ def _write_variant(root, name, rec):
 
 
 def test_variant_name():
-    assert study.variant_name("lambda_max", 0.5) == "lambda_max-0.5"
-    assert study.variant_name("lambda_schedule", "cosine") == "lambda_schedule-cosine"
+    assert variant_stage.variant_name("lambda_max", 0.5) == "lambda_max-0.5"
+    assert variant_stage.variant_name("lambda_schedule", "cosine") == "lambda_schedule-cosine"
 
 
 def test_variant_result_same_as_main_returns_main_metrics(tmp_path):
     _write_variant(tmp_path, "lambda_max-1.25", {"same_as_main": True})
-    out = study.variant_result(tmp_path, "lambda_max", 1.25, MAIN)
+    out = variant_stage.variant_result(tmp_path, "lambda_max", 1.25, MAIN)
     assert out == {**MAIN["pvqae"], "same_as_main": True}
     assert "same_as_main" not in MAIN["pvqae"]  # the main metrics are not modified
 
@@ -176,32 +171,33 @@ def test_variant_result_same_as_main_returns_main_metrics(tmp_path):
 def test_variant_result_reads_its_own_metrics(tmp_path):
     rec = {"same_as_main": False, "mean": {"image_auroc": 0.7}, "per_class": {}, "n_seeds": 2}
     _write_variant(tmp_path, "lambda_max-0.5", rec)
-    assert study.variant_result(tmp_path, "lambda_max", 0.5, MAIN) == rec
+    assert variant_stage.variant_result(tmp_path, "lambda_max", 0.5, MAIN) == rec
 
 
 def test_variant_result_missing_names_the_dvc_stage(tmp_path):
     with pytest.raises(FileNotFoundError,
                        match=r"lambda_max-0\.5.metrics\.json is missing.*`dvc repro lambda_max@0\.5`"):
-        study.variant_result(tmp_path, "lambda_max", 0.5, MAIN)
+        variant_stage.variant_result(tmp_path, "lambda_max", 0.5, MAIN)
 
 
 # ----------------------------------------------------------------------------- prior + evaluation
 
 @pytest.mark.usefixtures("one_thread")
 def test_learn_prior_and_evaluate_model_on_tiny_data(tiny_reports, tmp_path):
-    from pvqae import pipeline
-    from pvqae.train import load_model
+    from pvqae.model import PVQAE
+    from pvqae.prior import PriorConfig
+    from pvqae.settings import EvaluateConfig
 
     prep = tiny_reports / "prepared"
-    train, test = pipeline.load_prepared(prep, "train"), pipeline.load_prepared(prep, "test")
-    model = load_model(tiny_reports / "models" / "budget" / "pvqae.pt")
-    prior_params = {"mode": "per-class", "steps": 3, "batch_size": 4, "dim": 16, "heads": 2}
-    prior, summary = study.learn_prior(model, train, train, prior_params, tmp_path / "prior.pt", seed=0,
-                                       progress=False)
+    train, test = prepared.load_prepared(prep, "train"), prepared.load_prepared(prep, "test")
+    model = PVQAE.from_checkpoint(tiny_reports / "models" / "budget" / "pvqae.pt")
+    prior_params = PriorConfig(mode="per-class", steps=3, batch_size=4, dim=16, heads=2)
+    prior, summary = prior_stage.learn_prior(model, train, train, prior_params, tmp_path / "prior.pt", seed=0,
+                                             progress=False)
     assert prior is not None and (tmp_path / "prior.pt").is_file()
     assert summary["mode"] == "per-class" and 0 <= summary["heldout_accuracy"] <= 1
-    ev = {"batch_size": 4, "fpr_limit": 0.3, "score": {"image_score": "max", "combine": "product"}}
-    scores, res = study.evaluate_model(model, prior, test, ev, progress=False)
+    ev = EvaluateConfig.from_dict({"batch_size": 4, "fpr_limit": 0.3, "score": {"image_score": "max", "combine": "product"}})
+    scores, res = evaluate_stage.evaluate_model(model, prior, test, ev, progress=False)
     n = len(test["image"])
     assert scores["maps"].shape == (n, 32, 32) and scores["image"].shape == (n,)
     assert set(res["per_class"]) == {"printed", "texture"}
@@ -214,17 +210,17 @@ def test_learn_prior_and_evaluate_model_on_tiny_data(tiny_reports, tmp_path):
     assert res["inference_images_per_second"] > 0
 
     # no prior ("none" mode): nothing learned, the routed reconstruction error still scores
-    none_prior, none_summary = study.learn_prior(model, train, train, {"mode": "none"}, tmp_path / "none.pt", seed=0,
-                                                 progress=False)
+    none_prior, none_summary = prior_stage.learn_prior(model, train, train, PriorConfig(mode="none"), tmp_path / "none.pt",
+                                                       seed=0, progress=False)
     assert none_prior is None and none_summary == {"mode": "none"}
-    _, res_none = study.evaluate_model(model, None, test, ev, progress=False)
+    _, res_none = evaluate_stage.evaluate_model(model, None, test, ev, progress=False)
     assert set(res_none["per_class"]) == {"printed", "texture"}
 
 
 def test_defect_samples_cycle_through_the_defect_kinds():
     import torch
 
-    from pvqae.pipeline import defect_samples
+    from pvqae.evaluation import defect_samples
 
     kinds = [None, "crack", "crack", "crack", "stain", None, "scratch", "stain"]
     split = {"class_index": torch.tensor([0, 0, 0, 0, 0, 1, 0, 0]),

@@ -1,0 +1,106 @@
+"""Markdown tables of the benchmark JSON files (``python -m pvqae benchmark --table``): the
+speed/size and accuracy tables shown in the README, one row per ``reports/benchmarks/*.json``
+record kept in git. Only the JSON files are read, so a table can be rebuilt without rerunning
+a benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pvqae.benchmark.accuracy_record import FLOOR, dataset_tag
+
+
+def accuracy_table(out_dir: Path) -> str:
+    """Markdown table of every ``accuracy_*.json`` under ``out_dir``."""
+    rows = ["| dataset | profile | image | steps (PVQAE pretrain + budget / static VQ) | seeds "
+            "| PVQAE image / pixel AUROC | static VQ image / pixel | PVQAE training s (pretrain+budget+prior) "
+            "| targets met | codes per normal image (PVQAE routed / static VQ) | machine |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    kinds = ["", "Image AUROC per defect kind (each kind against the normal test images):", "",
+             "| dataset | profile | method | class | image AUROC per defect kind |", "|---|---|---|---|---|"]
+    base = ["", "Baselines (the baselines stage: same data, splits, size, post-processing and metrics; margin = "
+            "AUROC points over the median-filter floor):", "",
+            "| dataset | profile | image | method | backbone | seeds | image / pixel AUROC | AUPRO "
+            "| margin over floor (image / pixel) | fit s | scoring img/s | bank / fitted MB | targets met | machine |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in sorted(Path(out_dir).glob("accuracy_*.json")):
+        r = json.loads(p.read_text())
+        if "baselines" in r:
+            base += _baseline_rows(r)
+        if "pvqae" not in r:
+            continue
+        pv, st = r["pvqae"]["mean"], r["static_vq"]["mean"]
+        met = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["met"].items())
+        steps = r.get("steps") or {}
+        steps = (f"{steps['pretrain']} + {steps['budget']} / {steps['static_vq']}"
+                 if {"pretrain", "budget", "static_vq"} <= set(steps) else "-")
+        rows.append(f"| {dataset_tag(r)} | {r['profile']} | {r['image_size']} px | {steps} | {r['seeds']} "
+                    f"| {100 * pv['image_auroc']:.1f} / {100 * pv['pixel_auroc']:.1f} "
+                    f"| {100 * st['image_auroc']:.1f} / {100 * st['pixel_auroc']:.1f} "
+                    f"| {r['training_seconds']['pvqae_pretrain_budget_prior']:.0f} | {met} | {_codes(r)} "
+                    f"| {r['machine']['cpu_count']} CPU{', CUDA' if r['machine']['cuda'] else ''} |")
+        for m, per_class in r.get("image_auroc_by_defect", {}).items():
+            for cls, v in per_class.items():
+                kinds.append(f"| {dataset_tag(r)} | {r['profile']} | {m} | {cls} | "
+                             + ", ".join(f"{k} {100 * a:.1f}" for k, a in v.items()) + " |")
+    return "\n".join(rows + (kinds if len(kinds) > 5 else []) + (base if len(base) > 5 else [])) + "\n"
+
+
+def _baseline_rows(r: dict) -> list[str]:
+    from pvqae.backbones import backbone_label
+    from pvqae.baselines import NEEDS_BACKBONE
+
+    b = r["baselines"]
+    out = []
+    for m, rec in b["methods"].items():
+        mean, std = rec["mean"], rec["std"]
+        spread = (lambda k: f" ± {100 * std[k]:.1f}" if rec["n_seeds"] > 1 else "")
+        margin = rec.get("margin_over_floor")
+        margin = "-" if m == FLOOR or not margin else (f"{100 * margin['image_auroc']:+.1f} / "
+                                                       f"{100 * margin['pixel_auroc']:+.1f}")
+        mb = rec.get("bank_mb", rec.get("mb"))
+        met = ", ".join(f"{k.removeprefix(m + '_')} {'yes' if v else 'NO'}" for k, v in b["met"].items()
+                        if k.startswith(m + "_")) or "-"
+        fit = rec.get("fit_seconds")
+        ips = rec.get("inference_images_per_second")
+        out.append(f"| {dataset_tag(r)} | {r['profile']} | {r['image_size']} px | {m} "
+                   f"| {backbone_label(b['backbone']) if m in NEEDS_BACKBONE else '-'} | {b['seeds']} "
+                   f"| {100 * mean['image_auroc']:.1f}{spread('image_auroc')} / {100 * mean['pixel_auroc']:.1f}"
+                   f"{spread('pixel_auroc')} | {100 * mean['aupro']:.1f} | {margin} "
+                   f"| {'-' if fit is None else f'{fit:.0f}'} | {'-' if ips is None else f'{ips:.1f}'} "
+                   f"| {'-' if mb is None else f'{mb:.0f}'} | {met} | {r['machine']['cpu_count']} CPU |")
+    return out
+
+
+def _codes(r: dict) -> str:
+    c = r.get("codes_per_image") or {}
+    pv, st = c.get("pvqae_routed_normal"), c.get("static_vq")
+    return f"{pv:.0f} / {st}" if pv is not None and st is not None else "-"
+
+
+def table(out_dir: Path) -> str:
+    """Markdown table of every ``speed_size_*.json`` under ``out_dir`` (for the README)."""
+    rows = ["| profile | image | inference img/s (batch) | peak RSS MB | train img/s | PVQAE + prior MB | "
+            "PatchCore bank MB (full / 10 % coreset, n_train) | machine |", "|---|---|---|---|---|---|---|---|"]
+    for p in sorted(Path(out_dir).glob("speed_size_*.json")):
+        r = json.loads(p.read_text())
+        b = r["patchcore_wrn50_bank"]
+        m = r["machine"]
+        rows.append(f"| {r['profile']} | {r['image_size']} px | {r['inference_images_per_second']:.1f} ({r['batch_size']}) "
+                    f"| {r['inference_peak_rss_mb']:.0f} | {r['train_images_per_second']:.1f} "
+                    f"| {r['model_mb'] + r['prior_mb']:.1f} | {b['full_mb']:.0f} / {b['coreset_mb']:.0f} ({b['n_train']}) "
+                    f"| {m['cpu_count']} CPU, torch {m['torch'].split('+')[0]}{', CUDA' if m['cuda'] else ''} |")
+    base = ["", "Feature-based baselines in the same run (inference images/s at the batch above, the backbone "
+            "included; MB = what a deployment keeps beside the backbone):", "",
+            "| profile | image | backbone | PatchCore img/s (MB) | PaDiM img/s (MB) | Patch AE img/s (MB) "
+            "| VQ-Flow img/s (MB) |", "|---|---|---|---|---|---|---|"]
+    for p in sorted(Path(out_dir).glob("speed_size_*.json")):
+        r = json.loads(p.read_text())
+        b = r.get("baselines") or {}
+        if "patchcore" in b:
+            cells = " | ".join(f"{b[m]['inference_images_per_second']:.1f} ({b[m]['mb']:.0f})"
+                               for m in ("patchcore", "padim", "patch_ae", "vq_flow"))
+            base.append(f"| {r['profile']} | {r['image_size']} px | {b['backbone']} | {cells} |")
+    return "\n".join(rows + (base if len(base) > 5 else [])) + "\n"

@@ -1,0 +1,245 @@
+"""The study's typed configuration: one frozen dataclass per params.yaml section.
+
+:meth:`Params.from_dict` reads the whole params.yaml strictly (:mod:`pvqae.strict_config`):
+an unknown key anywhere is an error naming it, its section and the closest valid key, raised
+by ``python -m pvqae run`` before any stage starts. The defaults below are the committed
+default profile's values (a test keeps them equal to params.yaml). The configs of a model
+live beside it: :class:`pvqae.model.ModelConfig`, :class:`pvqae.scoring.ScoreConfig`,
+:class:`pvqae.prior.PriorConfig` and each baseline's in ``pvqae.baselines``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field
+
+from pvqae.baselines.ae_ssim import AESSIMConfig
+from pvqae.baselines.patch_ae import PatchAEConfig
+from pvqae.baselines.vq_flow import VQFlowConfig
+from pvqae.entropy import EntropyConfig
+from pvqae.model import ModelConfig
+from pvqae.prior import PriorConfig
+from pvqae.scoring import ScoreConfig
+from pvqae.strict_config import Config, ConfigError, suggest
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig(Config):
+    """The generated default dataset (MVTec layout)."""
+
+    SECTION = "data.synthetic"
+    classes: tuple[str, ...] = ("texture", "surface", "printed")
+    defects: tuple[str, ...] = ("scratch", "crack", "stain", "missing")
+    n_train: int = 64  # per class
+    n_test_good: int = 12  # per class
+    n_test_defect: int = 4  # per class and defect kind
+    image_size: int | None = None  # generated size; None = data.image_size
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(Config):
+    """Which images, at which size, and the held-out normal split."""
+
+    SECTION = "data"
+    dataset: str = "synthetic"  # synthetic | mvtec | btad | mtsd | folder
+    source: str = "pvqae/data/synthetic.py"  # dataset folder (for synthetic: the generator)
+    classes: tuple[str, ...] | None = None  # None = every class found
+    train_list: str | None = None  # MTSD: the published DifferNet training list
+    image_size: int = 64
+    channels: int = 3  # grey images are replicated when 3
+    patch_size: int = 8  # coarse routing patch in px (paper: 32 at 256 px)
+    val_fraction: float = 0.1  # normal training images held out for selection
+    entropy: EntropyConfig = field(default_factory=EntropyConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    @property
+    def coarse_grid(self) -> int:
+        """Side of the coarse patch grid: image_size / patch_size (paper: 256 / 32 = 8)."""
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"data.image_size {self.image_size} is not a multiple of data.patch_size "
+                              f"{self.patch_size}")
+        return self.image_size // self.patch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig(Config):
+    """VQ-GAN pre-training with random routing (Sec. III-A, IV-A); budget learning and the
+    static VQ reuse every setting they do not set themselves."""
+
+    SECTION = "pretrain"
+    steps: int = 150
+    batch_size: int = 16
+    lr: float = 4e-4
+    betas: tuple[float, float] = (0.5, 0.9)  # VQ-GAN's Adam betas
+    grad_clip: float = 1.0  # global norm; 0 = off
+    l1_weight: float = 1.0
+    l2_weight: float = 0.0
+    ssim_weight: float = 0.2  # stands in for LPIPS (no pretrained VGG offline)
+    vq_weight: float = 1.0
+    disc_weight: float = 0.1  # adversarial term; 0 = no discriminator
+    disc_start: int = 100  # step at which the adversarial term switches on
+    disc_ch: int = 32
+    disc_layers: int = 2
+    routing: str = "random"  # random level per coarse patch: trains all three codebooks
+    augment_jitter: float = 0.1  # flip + brightness/contrast jitter (Sec. IV-A)
+    ckpt_every: int = 200  # resume checkpoint interval in steps
+    log_every: int = 20
+
+    def for_budget(self, budget: "BudgetConfig") -> "PretrainConfig":
+        """The autoencoder settings of budget learning: these, with its own steps, lr,
+        discriminator start and routing."""
+        return self.replace(steps=budget.steps, lr=budget.lr, disc_start=budget.disc_start, routing=budget.routing)
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticVQConfig(Config):
+    """The VQ-E-style static single-resolution VQ baseline (pretrain settings otherwise)."""
+
+    SECTION = "static_vq"
+    level: int = 1  # 0 coarse, 1 median, 2 fine
+    steps: int = 210  # = pretrain.steps + budget.steps: the same training budget
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetConfig(Config):
+    """Progressive budget learning (Sec. III-B): routing, Gumbel temperature and budget loss."""
+
+    SECTION = "budget"
+    steps: int = 60
+    lr: float = 2e-4
+    router_lr: float = 3e-3  # the routing MLP learns faster than the autoencoder; 0 = lr
+    routing: str = "dynamic"
+    disc_start: int = 0
+    lambda_max: float = 1.25  # Fig. 5's optimum
+    lambda_schedule: str = "linear"  # linear | cosine | constant (Table II)
+    lambda_warmup: int = 0  # steps at lambda = 0 before the ramp
+    budget_factor: float = 4.0  # cost rises by this factor per finer level
+    budget_eps: float = 0.1  # base cost = 1 / (H + eps)
+    budget_scale: float = 1e-3  # cost magnitude vs. the reconstruction loss (not in the paper)
+    budget_reduction: str = "mean"  # mean over patches | sum (the paper's literal form)
+    tau: float = 1.0  # Gumbel-softmax temperature, annealed exponentially ...
+    tau_min: float = 0.5  # ... to this over the stage; = tau disables annealing
+
+    def tau_at(self, step: int) -> float:
+        if self.tau_min >= self.tau or self.steps <= 1:
+            return self.tau
+        return self.tau * (self.tau_min / self.tau) ** (step / (self.steps - 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig(Config):
+    """Scoring and metrics of every method alike."""
+
+    SECTION = "evaluate"
+    batch_size: int = 16
+    fpr_limit: float = 0.3  # AUPRO integration limit
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class MedianFilterConfig(Config):
+    SECTION = "baselines.median_filter"
+    kernel: int = 9  # median window in px
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchCoreConfig(Config):
+    """Roth et al. 2022 on the study's backbone."""
+
+    SECTION = "baselines.patchcore"
+    strides: tuple[int, ...] = (8, 16)  # WRN50 layer2 + layer3
+    coreset_ratio: float = 0.1
+    projection_dim: int = 128  # random projection of the greedy coreset search
+    feature_dim: int | None = 1024  # adaptive average pooling of the concatenated features
+
+
+@dataclasses.dataclass(frozen=True)
+class PaDiMConfig(Config):
+    """Defard et al. 2021 on the study's backbone."""
+
+    SECTION = "baselines.padim"
+    strides: tuple[int, ...] = (4, 8, 16)  # WRN50 layer1-3
+    dims: int | None = None  # random channel subset; None = all
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselinesConfig(Config):
+    """Table I baselines: same data, splits, resolution and metrics as PVQAE."""
+
+    SECTION = "baselines"
+    methods: tuple[str, ...] = ("median_filter", "ae_ssim", "patchcore", "padim", "patch_ae", "vq_flow")
+    backbone: str = "efficientnet-lite0"  # efficientnet-lite0|1|2 | wide_resnet50_2
+    backbone_weights: str | None = None  # a .pth; None = the weights package (or torch hub for WRN50)
+    download_weights: bool = False  # wide_resnet50_2 only: torch.hub downloads (needs a network)
+    median_filter: MedianFilterConfig = field(default_factory=MedianFilterConfig)
+    ae_ssim: AESSIMConfig = field(default_factory=AESSIMConfig)
+    patchcore: PatchCoreConfig = field(default_factory=PatchCoreConfig)
+    padim: PaDiMConfig = field(default_factory=PaDiMConfig)
+    patch_ae: PatchAEConfig = field(default_factory=PatchAEConfig)
+    vq_flow: VQFlowConfig = field(default_factory=VQFlowConfig)
+
+    def __post_init__(self):
+        from pvqae.baselines import METHODS
+
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ConfigError(f"baselines.methods: unknown method {bad[0]!r};{suggest(bad[0], METHODS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AblationsConfig(Config):
+    """The settings of Tables II-III and Fig. 5."""
+
+    SECTION = "ablations"
+    priors: tuple[str, ...] = ("none", "universal", "per-class")  # Table III
+    lambda_schedules: tuple[str, ...] = ("constant", "cosine", "linear")  # Table II
+    lambda_max: tuple[float, ...] = (0.5, 1.25, 2.0)  # Fig. 5 (linear schedule)
+
+
+@dataclasses.dataclass(frozen=True)
+class FiguresConfig(Config):
+    SECTION = "figures"
+    samples_per_class: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Params(Config):
+    """The whole params.yaml."""
+
+    SECTION = ""  # the top level
+    profile: str = "default"  # the size profile last applied
+    seed: int = 0  # data seed: the synthetic set and the held-out split
+    seeds: tuple[int, ...] = (0,)  # training seeds: tables show mean ± std over them
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    static_vq: StaticVQConfig = field(default_factory=StaticVQConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    ablations: AblationsConfig = field(default_factory=AblationsConfig)
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
+
+    @classmethod
+    def from_dict(cls, d, section=None, *, forbid=()):
+        """Strict read of params.yaml (or of the sections a stage gets). The ``model`` section
+        may not set image_size / in_channels / levels: they follow ``data`` and the method."""
+        d = dict(d or {})
+        has_both = "model" in d and "data" in d  # a stage may get only some sections
+        model = d.pop("model", None)
+        out = super().from_dict(d, section)
+        model = ModelConfig.from_dict(model, "model", forbid=("image_size", "in_channels", "levels"))
+        out = out.replace(model=model.replace(image_size=out.data.image_size, in_channels=out.data.channels))
+        if not out.seeds or len(set(out.seeds)) != len(out.seeds):
+            raise ConfigError(f"seeds: must be a non-empty list of distinct integers, got {list(out.seeds)}")
+        if has_both and out.model.grids[0] != out.data.coarse_grid:
+            raise ConfigError(f"model.ch_mult has {len(out.model.ch_mult)} levels, giving a coarse grid of "
+                              f"{out.model.grids[0]} at {out.data.image_size} px, but data.patch_size "
+                              f"{out.data.patch_size} gives {out.data.coarse_grid}; set data.patch_size to "
+                              f"{out.data.image_size // out.model.grids[0]}")
+        return out
+
+    def model_config(self, levels: tuple[int, ...] = (0, 1, 2)) -> ModelConfig:
+        """The PVQAE architecture (all three levels) or the static VQ's (one level)."""
+        return self.model.replace(levels=tuple(levels))

@@ -1,0 +1,76 @@
+"""Stage ``ablations`` (Sec. IV-D): Table II (lambda schedule) and Fig. 5 (lambda_max sweep)
+from the variant stages; Table III (normal budget priors: none / universal / per-class on the
+same trained autoencoder, only the prior differs, Sec. IV-D2); static VQ vs PVQAE."""
+
+from __future__ import annotations
+
+import json
+
+from pvqae import report
+from pvqae.data.prepared import load_prepared
+from pvqae.evaluation import aggregate_seeds
+from pvqae.model import PVQAE
+from pvqae.records import write_json, write_table
+from pvqae.settings import Params
+from pvqae.stages import AUTOENCODER_DEPS, PATHS, SCORING_DEPS, Stage, out_path, seed_dir
+from pvqae.stages.evaluate import evaluate_model
+from pvqae.stages.prior import learn_prior
+from pvqae.stages.variant import variant_result
+
+STAGE = Stage("ablations", "08_ablations.py", params=("seed", "seeds", "budget", "prior", "evaluate", "ablations"),
+              deps=(*AUTOENCODER_DEPS, *SCORING_DEPS, "pvqae/report.py", "pvqae/stages/variant.py",
+                    "pvqae/stages/evaluate.py", "pvqae/stages/prior.py", "pvqae/plots.py", PATHS["prepared"],
+                    PATHS["budget_models"], PATHS["variants"], f"{PATHS['metrics']}/evaluate.json"),
+              outs=(PATHS["ablation_models"], f"{PATHS['tables']}/ablations", f"{PATHS['figures']}/ablations"),
+              metrics=(f"{PATHS['metrics']}/ablations.json",))
+
+
+def _brief(r: dict) -> dict:
+    return {k: r[k] for k in ("mean", "std", "per_class", "per_class_std", "n_seeds") if k in r}
+
+
+def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
+    """Collect and compute every ablation; write its tables and ``ablations.json``. Returns
+    ``schedules``, ``sweep`` (float keys), ``priors``, ``core`` and the markdown ``tables``."""
+    ab, seeds = cfg.ablations, list(cfg.seeds)
+    tables = out_path(paths, "tables") / "ablations"
+    with open(out_path(paths, "metrics") / "evaluate.json") as f:
+        ev_metrics = json.load(f)
+    variants = out_path(paths, "variants")
+    md = {}
+    schedules = {x: variant_result(variants, "lambda_schedule", x, ev_metrics) for x in ab.lambda_schedules}
+    md["table2"] = write_table(report.ablation_rows("lambda schedule", schedules), tables / "table2_lambda_schedule",
+                               "Table II: lambda schedule (mean over classes, %)",
+                               note=f"lambda_max = {cfg.budget.lambda_max} for every schedule; seeds {seeds}.")
+    sweep = {float(x): variant_result(variants, "lambda_max", x, ev_metrics) for x in ab.lambda_max}
+    md["fig5"] = write_table(report.ablation_rows("lambda_max", {f"{k:g}": v for k, v in sweep.items()}),
+                             tables / "fig5_lambda_max", "Fig. 5: lambda_max sweep, linear schedule (mean over classes, %)",
+                             note=f"schedule {cfg.budget.lambda_schedule}; seeds {seeds}.")
+
+    # Table III: the main mode was trained (prior stage) and scored (evaluate stage) already
+    train, val, test = (load_prepared(paths["prepared"], s) for s in ("train", "val", "test"))
+    main_mode = cfg.prior.mode
+    other_modes = [m for m in ab.priors if m != main_mode]
+    per_seed = {m: [] for m in other_modes}
+    for s in seeds:
+        model = PVQAE.from_checkpoint(seed_dir(out_path(paths, "budget_models"), s) / "pvqae.pt")
+        for mode in other_modes:
+            prior, _ = learn_prior(model, train, val, cfg.prior.replace(mode=mode),
+                                   seed_dir(out_path(paths, "ablation_models"), s) / f"prior_{mode}.pt", s,
+                                   progress=False)
+            per_seed[mode].append(evaluate_model(model, prior, test, cfg.evaluate, progress,
+                                                 desc=f"prior {mode} seed {s}")[1])
+    priors = {m: ev_metrics["pvqae"] if m == main_mode else aggregate_seeds(per_seed[m]) for m in ab.priors}
+    md["table3"] = write_table(report.ablation_rows("prior", priors), tables / "table3_priors",
+                               "Table III: normal budget priors (mean over classes, %)", note=f"seeds {seeds}.")
+    core = {m: ev_metrics[m] for m in ("static_vq", "pvqae")}
+    md["core"] = write_table(report.ablation_rows("method", core), tables / "static_vs_pvqae",
+                             "Static VQ vs PVQAE (mean over classes, %)",
+                             note=f"same autoencoder, same number of training steps; seeds {seeds}.")
+    write_json({"seeds": seeds,
+                "lambda_schedule": {k: _brief(v) for k, v in schedules.items()},
+                "lambda_max": {str(k): _brief(v) for k, v in sweep.items()},
+                "priors": {k: _brief(v) for k, v in priors.items()},
+                "static_vs_pvqae": {k: _brief(v) for k, v in core.items()}},
+               out_path(paths, "metrics") / "ablations.json")
+    return {"schedules": schedules, "sweep": sweep, "priors": priors, "core": core, "tables": md}

@@ -1,0 +1,66 @@
+"""Stage ``evaluate``: score the test split with PVQAE (S = CE(routed, prior budget) x L2 error
+with the prior's budget, Sec. III-C2) and the static VQ; metrics per class, mean ± std over
+seeds, and the code allocation of normal vs defective images."""
+
+from __future__ import annotations
+
+from pvqae import report
+from pvqae.data.prepared import load_prepared
+from pvqae.evaluation import aggregate_seeds, code_allocation, evaluate_scores, score_split
+from pvqae.model import PVQAE
+from pvqae.prior import BudgetPriorTransformer, load_prior
+from pvqae.records import save_scores, write_json, write_table
+from pvqae.settings import EvaluateConfig, Params
+from pvqae.stages import AUTOENCODER_DEPS, PATHS, SCORING_DEPS, Stage, out_path, seed_dir
+
+STAGE = Stage("evaluate", "05_evaluate.py", params=("seed", "seeds", "prior", "evaluate"),
+              deps=(*AUTOENCODER_DEPS, *SCORING_DEPS, "pvqae/report.py", "pvqae/plots.py", PATHS["prepared"], PATHS["pretrain_models"],
+                    PATHS["budget_models"], PATHS["prior_models"]),
+              outs=(PATHS["scores"], f"{PATHS['tables']}/evaluate", f"{PATHS['figures']}/evaluate"),
+              metrics=(f"{PATHS['metrics']}/evaluate.json",))
+METHODS = ("pvqae", "static_vq")
+
+
+def evaluate_model(model: PVQAE, prior: BudgetPriorTransformer | None, test: dict, ev: EvaluateConfig,
+                   progress: bool = True, desc: str = "score") -> tuple[dict, dict]:
+    """Score a split and compute its metrics: ``(scores, results)``."""
+    sc = score_split(model, test, prior, ev.score, ev.batch_size, progress=progress, desc=desc)
+    res = evaluate_scores(test, sc, ev.fpr_limit)
+    res["inference_images_per_second"] = sc["images_per_second"]
+    return sc, res
+
+
+def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
+    """Score every seed; write metrics, score files and tables. Returns ``results`` (per
+    method, aggregated), ``scores`` ({seed: {method: scores}}), ``allocation`` rows, the
+    markdown ``table`` and the test split."""
+    test = load_prepared(paths["prepared"], "test")
+    per_seed, scores = {}, {}
+    for s in cfg.seeds:
+        model = PVQAE.from_checkpoint(seed_dir(out_path(paths, "budget_models"), s) / "pvqae.pt")
+        prior = load_prior(seed_dir(out_path(paths, "prior_models"), s) / "prior.pt")
+        static = PVQAE.from_checkpoint(seed_dir(out_path(paths, "pretrain_models"), s) / "static_vq.pt")
+        scores[s] = {}
+        scores[s]["pvqae"], pv = evaluate_model(model, prior, test, cfg.evaluate, progress, desc=f"PVQAE seed {s}")
+        scores[s]["static_vq"], st = evaluate_model(static, None, test, cfg.evaluate, progress,
+                                                    desc=f"static VQ seed {s}")
+        per_seed[s] = {"pvqae": pv, "static_vq": st}
+        for name, sc in scores[s].items():
+            save_scores(sc, test, seed_dir(out_path(paths, "scores"), s) / f"{name}.npz")
+    seeds = list(cfg.seeds)
+    results = {m: aggregate_seeds([per_seed[s][m] for s in seeds]) for m in METHODS}
+    write_json({**results, "seeds": seeds, "per_seed": {f"seed{s}": r for s, r in per_seed.items()}},
+               out_path(paths, "metrics") / "evaluate.json")
+    tables = out_path(paths, "tables") / "evaluate"
+    md = write_table(report.table1_rows(test["classes"], results), tables / "main",
+                     "PVQAE vs static VQ on the test set: image AUROC / pixel AUROC / AUPRO (%)",
+                     note=f"Mean ± std over training seeds {seeds}" if len(seeds) > 1 else
+                     f"One training seed ({seeds[0]}).")
+    first = scores[seeds[0]]["pvqae"]
+    alloc = code_allocation(test, first["routed"], "routed")
+    if first["prior"] is not None:
+        alloc += code_allocation(test, first["prior"], "prior")
+    alloc_md = write_table(alloc, tables / "code_allocation", "Fraction of coarse patches per level",
+                           pct_cols=("coarse", "median", "fine"))
+    return {"results": results, "scores": scores, "allocation": alloc, "table": md, "allocation_table": alloc_md,
+            "test": test}

@@ -1,0 +1,112 @@
+"""Stage ``report``: Table I (every method that ran, per class, mean row; the paper's numbers
+in labelled columns), Tables II-III beside the paper's means, generated claim checks, run
+times and ``reports/REPORT.md`` embedding every table and figure (:mod:`pvqae.report`).
+Reads only the outputs of the earlier stages."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+from pvqae import report
+from pvqae.records import machine_info, write_table
+from pvqae.settings import Params
+from pvqae.stages import ORDER, PATHS, Stage, out_path
+
+_FIGURE_STAGES = ("prepare", "pretrain", "budget", "prior", "evaluate", "ablations", "qualitative")
+_EXECUTED = ("prepare", "pretrain", "budget", "prior", "evaluate", "baselines", "ablations", "figures")
+STAGE = Stage("report", "10_report.py",
+              params=("seed", "seeds", "data", "budget", "prior", "evaluate", "ablations", "baselines"),
+              deps=("pvqae/report.py", "pvqae/paper_numbers.yaml", PATHS["prepared"], PATHS["metrics"],
+                    f"{PATHS['tables']}/evaluate", f"{PATHS['tables']}/ablations",
+                    *(f"{PATHS['figures']}/{s}" for s in _FIGURE_STAGES),
+                    *(f"{PATHS['executed']}/{s}.ipynb" for s in _EXECUTED), PATHS["variants"], "pvqae/backbones"),
+              outs=(PATHS["report"], f"{PATHS['tables']}/report"))
+
+FIGURES = (
+    ("Fig. 4: defect samples — image, ground truth, static-VQ and PVQAE score maps, routed and prior levels",
+     "qualitative/fig4_defect_maps.png"),
+    ("Fig. 5: lambda_max sweep", "ablations/fig5_lambda_max.png"),
+    ("Code allocation per class: normal vs defective, routed vs prior", "evaluate/code_allocation.png"),
+    ("Level maps of normal test images per class (routed | prior)", "qualitative/level_maps_per_class.png"),
+    ("Table III as bars", "ablations/table3_priors.png"),
+    ("Table II as bars", "ablations/table2_lambda_schedule.png"),
+    ("Mean metrics, PVQAE vs static VQ", "evaluate/mean_metrics.png"),
+    ("Pre-training curves (first seed)", "pretrain/training_curves.png"),
+    ("Routing during budget learning (first seed)", "budget/level_fractions.png"),
+    ("Routed levels of held-out normal images after budget learning", "budget/routed_levels.png"),
+    ("Routed vs prior levels of held-out normal images", "prior/routed_vs_prior.png"),
+    ("Dataset samples with DWT entropy", "prepare/samples.png"),
+)
+
+
+def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
+    """Write the report's tables and REPORT.md; return the markdown pieces (``table1``,
+    ``paper``, ``texts``, ``report``)."""
+    seeds = list(cfg.seeds)
+    metrics_dir = out_path(paths, "metrics")
+    report_path = out_path(paths, "report")
+    tables = out_path(paths, "tables") / "report"
+    figs = out_path(paths, "figures")
+
+    def load(name: str) -> dict:
+        with open(metrics_dir / f"{name}.json") as f:
+            return json.load(f)
+
+    ev, bl, ab = load("evaluate"), load("baselines"), load("ablations")
+    with open(out_path(paths, "prepared") / "manifest.json") as f:
+        manifest = json.load(f)
+    classes, dataset = manifest["classes"], manifest["dataset"]
+
+    results = {"pvqae": ev["pvqae"], "static_vq": ev["static_vq"]}
+    for m in cfg.baselines.methods:
+        results[m] = bl["results"].get(m) or bl["status"].get(m, "not run")
+    backbone = bl.get("backbone")
+    score = cfg.evaluate.score
+    t1 = write_table(report.table1_rows(classes, results, backbone), tables / "table1",
+                     "Table I (ours): image AUROC / pixel AUROC / AUPRO per class (%)",
+                     note=f"Training seeds {seeds}" + (": mean ± std." if len(seeds) > 1 else ".")
+                     + " Every method's map gets the same post-processing (evaluate.score: Gaussian sigma "
+                     f"{score.smooth_sigma} px at 256 px, scaled; image score = {score.image_score} of the map).")
+    prows = report.paper_rows(dataset, classes, results, backbone)
+    tp = write_table(prows, tables / "table1_paper_vs_ours",
+                     "Table I, paper vs ours: AUROC (%), delta = ours - paper (points)") if prows else None
+
+    sweep = {float(k): v for k, v in ab["lambda_max"].items()}
+    ablation_tables = out_path(paths, "tables") / "ablations"
+    tabs = {
+        # no paper numbers for these two: the ablations stage's tables as they are
+        "static_vs_pvqae": (ablation_tables / "static_vs_pvqae.md").read_text(),
+        "table2": write_table(report.ablation_rows("lambda schedule", ab["lambda_schedule"], "table2", dataset),
+                              tables / "table2_lambda_schedule", ""),
+        "fig5": (ablation_tables / "fig5_lambda_max.md").read_text(),
+        "table3": write_table(report.ablation_rows("prior", ab["priors"], "table3", dataset),
+                              tables / "table3_priors", ""),
+        "allocation": (out_path(paths, "tables") / "evaluate" / "code_allocation.md").read_text(),
+    }
+    orows = report.other_system_rows(dataset, results, backbone)
+    if orows:
+        tabs["other_systems"] = write_table(orows, tables / "other_systems", "")
+    texts = {
+        "table1": report.claim_table1(results),
+        "core": report.claim_core(results, classes),
+        "floor": report.claim_floor(results, backbone),
+        "table2": report.claim_schedule(ab["lambda_schedule"]),
+        "fig5": report.claim_sweep(sweep, report.paper_numbers()["fig5"]["peak_lambda_max"]),
+        "table3": report.claim_priors(ab["priors"]),
+    }
+    header = {
+        "profile": cfg.profile,
+        "dataset": f"{dataset} ({manifest['root']}), classes {', '.join(classes)}",
+        "images": ", ".join(f"{k} {v}" for k, v in manifest["counts"].items()) + f"; {manifest['image_size']} px",
+        "training seeds": f"{seeds} (data seed {cfg.seed})",
+        "budget learning": f"lambda_max {cfg.budget.lambda_max}, {cfg.budget.lambda_schedule} schedule; "
+                           f"prior mode {cfg.prior.mode}",
+        "machine": f"{platform.platform()}, {machine_info()['cpu_count']} CPUs",
+    }
+    times = report.run_time_rows(out_path(paths, "executed"), out_path(paths, "variants"),
+                                 [s for s in ORDER if s not in ("variant", "report")])
+    md = report.build_report(header=header, times=times, table1_md=t1, paper_md=tp, texts=texts, tables_md=tabs,
+                             figures=[report.figure_md(t, figs / p, report_path.parent) for t, p in FIGURES])
+    report_path.write_text(md)
+    return {"table1": t1, "paper": tp, "texts": texts, "report": md}
