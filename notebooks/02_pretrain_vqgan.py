@@ -28,16 +28,14 @@ from pvqae.model import PVQAE
 from pvqae.stages import pretrain
 
 cfg, paths = stages.configure("pretrain", params, paths)
-model_cfg = cfg.model_config()
-print(f"PVQAE autoencoder {sum(p.numel() for p in PVQAE(model_cfg).parameters()) / 1e6:.2f} M parameters, "
-      f"grids (coarse, median, fine) = {model_cfg.grids}; training seeds {list(cfg.seeds)}")
-
-# %%
 summaries = pretrain.run(cfg, paths)
+first = stages.seed_dir(stages.out_path(paths, "pretrain_models"), cfg.seeds[0])
+model = PVQAE.from_checkpoint(first / "pvqae_pretrain.pt")
+print(f"input {cfg.input.kind}: PVQAE autoencoder {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+      f"grids (coarse, median, fine) = {model.cfg.grids}; training seeds {list(cfg.seeds)}")
 {s: {m: {k: v[k] for k in ("train_seconds", "heldout_l1")} for m, v in d.items()} for s, d in summaries.items()}
 
 # %%
-first = stages.seed_dir(stages.out_path(paths, "pretrain_models"), cfg.seeds[0])
 fig = plots.training_curves({"PVQAE (random routing)": first / "pvqae_pretrain_log.csv",
                              "static VQ": first / "static_vq_log.csv"}, keys=("rec", "vq", "g", "d"))
 plots.save_fig(fig, stages.out_path(paths, "figures") / "pretrain" / "training_curves")

@@ -22,7 +22,6 @@ paths = None  # injected: output paths (pvqae.stages.PATHS)
 
 # %%
 from pvqae import plots, stages
-from pvqae.data.prepared import load_prepared
 from pvqae.model import routed_levels
 from pvqae.stages import budget
 
@@ -42,11 +41,11 @@ plots.save_fig(fig, figdir / "level_fractions")
 fig
 
 # %%
-val = load_prepared(paths["prepared"], "val")
-show = val if len(val["image"]) else load_prepared(paths["prepared"], "train")
+val = stages.load_split(paths, "val")
+show = val if len(val["image"]) else stages.load_split(paths, "train")
 pick = [next(i for i, c in enumerate(show["class_index"].tolist()) if c == k)
         for k in range(len(show["classes"])) if k in show["class_index"].tolist()]
 lv = routed_levels(models[cfg.seeds[0]], show["image"][pick]).numpy()
-fig = plots.level_maps(show["image"][pick].numpy(), lv, [show["classes"][show["class_index"][i]] for i in pick])
+fig = plots.level_maps(show.get("pixels", show["image"])[pick].numpy(), lv, [show["classes"][show["class_index"][i]] for i in pick])
 plots.save_fig(fig, figdir / "routed_levels")
 fig

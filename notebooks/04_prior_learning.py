@@ -25,7 +25,6 @@ import torch
 from IPython.display import display
 
 from pvqae import plots, stages
-from pvqae.data.prepared import load_prepared
 from pvqae.model import PVQAE, routed_levels
 from pvqae.stages import prior as prior_stage
 
@@ -36,14 +35,14 @@ priors, summaries = prior_stage.run(cfg, paths)
 
 # %%
 prior = priors[cfg.seeds[0]]
-val = load_prepared(paths["prepared"], "val")
+val = stages.load_split(paths, "val")
 if prior is not None and len(val["image"]):
     pick = list(range(min(6, len(val["image"]))))
     model = PVQAE.from_checkpoint(stages.seed_dir(stages.out_path(paths, "budget_models"), cfg.seeds[0]) / "pvqae.pt")
     val_levels = routed_levels(model, val["image"][pick])
     with torch.no_grad():
         pl = prior.predict_all(val_levels, val["class_index"][pick]).argmax(1).numpy()
-    fig = plots.level_maps(val["image"][pick].numpy(), val_levels.numpy(),
+    fig = plots.level_maps(val.get("pixels", val["image"])[pick].numpy(), val_levels.numpy(),
                            [val["classes"][c] for c in val["class_index"][pick].tolist()], prior=pl)
     plots.save_fig(fig, figdir / "routed_vs_prior")
     display(fig)

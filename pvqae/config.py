@@ -35,7 +35,7 @@ from pvqae.paths import REPO_ROOT
 
 PARAMS_FILE = REPO_ROOT / "params.yaml"
 PROFILE_DIR = REPO_ROOT / "profiles"
-PROFILE_GROUPS = ("size", "data")
+PROFILE_GROUPS = ("size", "data", "input")
 
 
 def load_yaml(path: Path) -> dict:

@@ -33,7 +33,7 @@ def score_split(model: PVQAE, split: dict, prior: BudgetPriorTransformer | None 
         for i in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, mininterval=5):
             x = split["image"][i:i + batch_size].to(dev)
             c = split["class_index"][i:i + batch_size].to(dev)
-            out = score_batch(model, x, c, prior, score_cfg)
+            out = score_batch(model, x, c, prior, score_cfg, out_size=split["mask"].shape[-1])
             maps.append(out.score_map.cpu().numpy())
             img.append(out.image_score.cpu().numpy())
             recs.append(out.rec_map.cpu().numpy())

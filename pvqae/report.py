@@ -37,12 +37,16 @@ FLOOR = "median_filter"
 PAPER_DATASETS = {"mvtec": "mvtec", "btad": "btad", "mtsd": "mtsd"}
 
 
-def method_label(method: str, backbone: str | None = None) -> str:
+def method_label(method: str, backbone: str | None = None, result: dict | str | None = None) -> str:
     """Column / row label of a method; methods on a pretrained backbone name it
-    ("PatchCore (EfficientNet-Lite0)")."""
+    ("PatchCore (EfficientNet-Lite0)"); PVQAE and the static VQ on a backbone's features
+    (their ``result`` carries ``input_label``) are "PVQAE-F (EfficientNet-Lite0 features)"."""
     from pvqae.backbones import backbone_label
 
     label = METHODS.get(method, (method, method))[0]
+    feats = result.get("input_label") if isinstance(result, dict) else None
+    if feats and method in ("pvqae", "static_vq"):
+        return {"pvqae": "PVQAE-F", "static_vq": "static VQ-F"}[method] + f" ({feats})"
     return f"{label} ({backbone_label(backbone)})" if backbone and method in NEEDS_BACKBONE else label
 
 
@@ -73,7 +77,7 @@ def table1_rows(classes: list[str], results: dict[str, dict | str], backbone: st
     for cls in list(classes) + [None]:
         row = {"class": cls if cls is not None else "mean"}
         for m, r in results.items():
-            row[method_label(m, backbone)] = r if isinstance(r, str) else _cell(r, cls)
+            row[method_label(m, backbone, r)] = r if isinstance(r, str) else _cell(r, cls)
         rows.append(row)
     return rows
 
@@ -87,7 +91,7 @@ def paper_rows(dataset: str, classes: list[str], results: dict[str, dict | str],
     paper = paper_table1(dataset)
     rows = []
     for m, r in results.items():
-        label, pkey = method_label(m, backbone), METHODS.get(m, (m, m))[1]
+        label, pkey = method_label(m, backbone, r), METHODS.get(m, (m, m))[1]
         pairs = []
         for cls in classes:
             p = paper.get(cls, {}).get(pkey)

@@ -127,6 +127,9 @@ def load_bundle(model_dir: str | Path, use_prior: bool = True, manifest: str | P
         raise DataError(f"{files.model} is a static single-level VQ, not a PVQAE; pass the folder holding "
                         f"budget/pvqae.pt")
     size, ch = model.cfg.image_size, model.cfg.in_channels
+    if ch not in (1, 3):
+        raise DataError(f"{files.model} is a PVQAE-F model (it reads {ch}-channel backbone features, input.kind: "
+                        f"features); this command scores pixel models: score PVQAE-F with `dvc repro evaluate`")
     if int(meta.get("image_size", size)) != size or int(meta.get("channels", ch)) != ch:
         raise DataError(f"manifest {files.manifest} says {meta.get('image_size')} px x "
                         f"{meta.get('channels')} channels but model {files.model} is {size} px x {ch}; "

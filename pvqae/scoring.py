@@ -149,8 +149,11 @@ def combine_score_map(budget: torch.Tensor | None, rec: torch.Tensor, cfg: Score
 
 @torch.no_grad()
 def score_batch(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None = None,
-                prior: BudgetPriorTransformer | None = None, cfg: ScoreConfig | None = None) -> ScoreOutput:
-    """Defect scores of a batch (eval mode expected; see module docstring)."""
+                prior: BudgetPriorTransformer | None = None, cfg: ScoreConfig | None = None,
+                out_size: int | None = None) -> ScoreOutput:
+    """Defect scores of a batch (eval mode expected; see module docstring). ``out_size``: the
+    side of the score map when it differs from the input's (PVQAE-F reads a feature map: its
+    raw map is upsampled bilinearly to the image before the shared post-processing)."""
     cfg = cfg or ScoreConfig()
     x = inference_layout(x)
     if not model.dynamic:
@@ -174,5 +177,8 @@ def score_batch(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None 
             budget = budget_ce(probs, routed)
         rec = reconstruction_error(x, recon)
     rec, recon = rec.contiguous(), recon.contiguous()
-    smap, img = postprocess(combine_score_map(budget if prior is not None else None, rec, cfg), cfg)
+    raw = combine_score_map(budget if prior is not None else None, rec, cfg)
+    if out_size is not None and raw.shape[-1] != out_size:
+        raw = F.interpolate(raw.unsqueeze(1), size=(out_size, out_size), mode="bilinear", align_corners=False)[:, 0]
+    smap, img = postprocess(raw, cfg)
     return ScoreOutput(smap, img, rec, budget, recon, routed, prior_levels, probs)

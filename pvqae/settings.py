@@ -17,6 +17,7 @@ from pvqae.baselines.ae_ssim import AESSIMConfig
 from pvqae.baselines.patch_ae import PatchAEConfig
 from pvqae.baselines.vq_flow import VQFlowConfig
 from pvqae.entropy import EntropyConfig
+from pvqae.features import InputConfig
 from pvqae.model import ModelConfig
 from pvqae.prior import PriorConfig
 from pvqae.scoring import ScoreConfig
@@ -211,6 +212,7 @@ class Params(Config):
     seed: int = 0  # data seed: the synthetic set and the held-out split
     seeds: tuple[int, ...] = (0,)  # training seeds: tables show mean ± std over them
     data: DataConfig = field(default_factory=DataConfig)
+    input: InputConfig = field(default_factory=InputConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     static_vq: StaticVQConfig = field(default_factory=StaticVQConfig)
@@ -233,13 +235,29 @@ class Params(Config):
         out = out.replace(model=model.replace(image_size=out.data.image_size, in_channels=out.data.channels))
         if not out.seeds or len(set(out.seeds)) != len(out.seeds):
             raise ConfigError(f"seeds: must be a non-empty list of distinct integers, got {list(out.seeds)}")
-        if has_both and out.model.grids[0] != out.data.coarse_grid:
+        if out.input.kind == "features":
+            stride = out.input.strides[0]
+            grid = out.data.image_size // stride
+            if out.data.image_size % stride or grid % 2 ** (len(out.input.ch_mult) - 1):
+                raise ConfigError(f"input: data.image_size {out.data.image_size} / stride {stride} must be a whole grid "
+                                  f"divisible by {2 ** (len(out.input.ch_mult) - 1)} (input.ch_mult has "
+                                  f"{len(out.input.ch_mult)} levels); e.g. 256 px with strides [8, 16]")
+        elif has_both and out.model.grids[0] != out.data.coarse_grid:
             raise ConfigError(f"model.ch_mult has {len(out.model.ch_mult)} levels, giving a coarse grid of "
                               f"{out.model.grids[0]} at {out.data.image_size} px, but data.patch_size "
                               f"{out.data.patch_size} gives {out.data.coarse_grid}; set data.patch_size to "
                               f"{out.data.image_size // out.model.grids[0]}")
         return out
 
-    def model_config(self, levels: tuple[int, ...] = (0, 1, 2)) -> ModelConfig:
-        """The PVQAE architecture (all three levels) or the static VQ's (one level)."""
-        return self.model.replace(levels=tuple(levels))
+    def model_config(self, levels: tuple[int, ...] = (0, 1, 2), input_shape: tuple[int, int] | None = None
+                     ) -> ModelConfig:
+        """The PVQAE architecture (all three levels) or the static VQ's (one level). For
+        ``input.kind: features`` (PVQAE-F) the autoencoder reads a (channels, grid) feature
+        map, ``input_shape``, with the ``input`` section's widths."""
+        if self.input.kind == "pixels":
+            return self.model.replace(levels=tuple(levels))
+        if input_shape is None:
+            raise ValueError("a feature autoencoder needs input_shape = (channels, grid) of the cached features")
+        i = self.input
+        return self.model.replace(levels=tuple(levels), in_channels=int(input_shape[0]), image_size=int(input_shape[1]),
+                                  ch=i.ch, ch_mult=i.ch_mult, embed_dim=i.embed_dim, num_codes=i.num_codes)

@@ -35,10 +35,8 @@ def _run(cmd, cwd, env):
     return r.stdout + r.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory):
-    """A git+DVC copy of the tracked tree with the tiny profile applied, reproduced once."""
-    dst = tmp_path_factory.mktemp("e2e") / "repo"
+def _copy_repo(dst: Path) -> dict:
+    """A git+DVC copy of the tracked tree at ``dst``; returns the environment that runs it."""
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
                            capture_output=True, text=True, check=True).stdout.split("\0")
     for f in filter(None, files):
@@ -53,6 +51,14 @@ def tiny_repo(tmp_path_factory):
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
         _run(cmd, dst, env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory):
+    """A copy of the repository with the tiny profile applied, reproduced once."""
+    dst = tmp_path_factory.mktemp("e2e") / "repo"
+    env = _copy_repo(dst)
     apply_profiles(["tiny", "synthetic"], path=dst / "params.yaml")
     out = _run([sys.executable, "-m", "dvc", "repro"], dst, env)
     return dst, env, out
@@ -243,3 +249,27 @@ def test_score_cli_on_the_pipeline_outputs(tiny_repo, tmp_path):
     assert len(list((out / "heatmaps").glob("*.png"))) == n_images
     m = json.loads((out / "metrics.json").read_text())
     assert "image_auroc" in json.dumps(m)
+
+
+def test_pvqae_f_runs_through_the_same_stages(tmp_path):
+    """``input.kind: features`` (PVQAE-F): the same stages train and score PVQAE and the static
+    VQ on the cached EfficientNet-Lite0 feature map; maps come back at image resolution."""
+    import numpy as np
+    import torch
+
+    dst = tmp_path / "repo"
+    env = _copy_repo(dst)
+    apply_profiles(["tiny", "synthetic", "features"], sets=["input.strides=[4, 8]"], path=dst / "params.yaml")
+    out = _run([sys.executable, "-m", "dvc", "repro", "evaluate"], dst, env)
+    for name in ("prepare", "features", "pretrain", "budget", "prior", "evaluate"):
+        assert f"Running stage '{name}'" in out
+    manifest = json.loads((dst / "reports" / "features" / "manifest.json").read_text())
+    assert manifest["kind"] == "features" and manifest["grid"] == 8 and manifest["coarse_grid"] == 2
+    ev = json.loads((dst / "reports" / "metrics" / "evaluate.json").read_text())
+    for m in ("pvqae", "static_vq"):
+        assert set(ev[m]["per_class"]) == set(CLASSES)
+        assert all(0 <= v <= 1 for v in ev[m]["mean"].values() if v == v)
+    scores = np.load(dst / "reports" / "scores" / "seed0" / "pvqae.npz")
+    assert scores["maps"].shape[1:] == (32, 32) and scores["routed"].shape[1:] == (2, 2)
+    st = torch.load(dst / "reports" / "models" / "budget" / "seed0" / "pvqae.pt", weights_only=True)
+    assert st["config"]["in_channels"] == 64 and st["config"]["image_size"] == 8

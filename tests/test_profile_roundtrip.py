@@ -79,7 +79,7 @@ def test_set_new_keys_go_into_their_section(params_file):
     assert got["model"]["new_key"] == 1e-5
     # appended at the end of its section, before the blank line that closes it
     assert "  decoder_attention: false\n  new_key: 1.0e-05\n\npretrain:" in text
-    assert "    extra: [1, 2]\n\nmodel:" in text
+    assert "    extra: [1, 2]\n\ninput:" in text
     assert text.endswith("newsection:\n  a:\n    b: null\n")
     assert _comments(ORIGINAL) <= _comments(text)
 

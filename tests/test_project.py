@@ -119,16 +119,26 @@ def test_profiles_of_a_group_set_the_same_keys(group):
         assert k == first, f"profiles/{group}/{name}.yaml sets other keys than its siblings: {k ^ first}"
 
 
-def test_committed_params_are_the_default_and_synthetic_profiles():
+def test_committed_params_are_the_default_synthetic_and_pixels_profiles():
     params = load_yaml(REPO_ROOT / "params.yaml")
     assert params["profile"] == "default"
-    for f in (PROFILE_DIR / "size" / "default.yaml", PROFILE_DIR / "data" / "synthetic.yaml"):
+    for f in (PROFILE_DIR / "size" / "default.yaml", PROFILE_DIR / "data" / "synthetic.yaml",
+              PROFILE_DIR / "input" / "pixels.yaml"):
         overlay = load_yaml(f)
         for key in flat_keys(overlay):
             a, b = params, overlay
             for part in key.split("."):
                 a, b = a[part], b[part]
             assert a == b, f"params.yaml {key} = {a!r} but {f.name} says {b!r}"
+
+
+def test_profile_groups_set_disjoint_keys():
+    """So that applying overlays of different groups in any order gives the same params."""
+    keys = {g: set().union(*(flat_keys(load_yaml(f)) for f in (PROFILE_DIR / g).glob("*.yaml"))) for g in PROFILE_GROUPS}
+    for a in PROFILE_GROUPS:
+        for b in PROFILE_GROUPS:
+            if a < b:
+                assert not keys[a] & keys[b], (a, b, keys[a] & keys[b])
 
 
 def test_applying_profiles_is_idempotent_and_order_free(tmp_path):

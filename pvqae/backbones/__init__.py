@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pvqae.paths import repo_path
@@ -67,6 +68,14 @@ class FeatureExtractor(nn.Module):
             return self.endpoint_maps(images, strides)
         finally:
             self.train(was_training)
+
+
+def concat_aligned(maps: dict[int, torch.Tensor], strides: tuple[int, ...]) -> torch.Tensor:
+    """Endpoint maps upsampled (bilinear) to the first stride's grid and concatenated on
+    channels: one multi-scale feature vector per position of the finest grid."""
+    grid = maps[strides[0]].shape[-2:]
+    return torch.cat([m if m.shape[-2:] == grid else F.interpolate(m, size=grid, mode="bilinear", align_corners=False)
+                      for m in (maps[s] for s in strides)], 1)
 
 
 def state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:

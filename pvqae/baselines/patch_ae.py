@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from pvqae.backbones import FeatureExtractor
+from pvqae.backbones import FeatureExtractor, concat_aligned
 from pvqae.baselines.common import BaselineOutput, patch_scores_to_output
 from pvqae.baselines.patchcore import coreset_size, greedy_coreset, nearest_distance, sparse_random_projection
 from pvqae.batches import BatchStream
@@ -106,12 +106,7 @@ class PatchAE(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Learned patch features (N, feature_dim, ceil(S / 8), ceil(S / 8)) of images in [0, 1]."""
-        maps = self.backbone.endpoint_maps(x, self.cfg.strides)
-        grid = maps[self.cfg.strides[0]].shape[-2:]
-        multi = torch.cat([m if m.shape[-2:] == grid else F.interpolate(m, size=grid, mode="bilinear",
-                                                                        align_corners=False)
-                           for m in (maps[s] for s in self.cfg.strides)], 1)
-        return self.encoder(multi)
+        return self.encoder(concat_aligned(self.backbone.endpoint_maps(x, self.cfg.strides), self.cfg.strides))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Patch-wise reconstruction (N, C, S, S): each 8x8 patch decoded from its own feature vector."""

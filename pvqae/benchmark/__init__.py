@@ -48,11 +48,14 @@ __all__ = ["BASELINE_TARGETS", "FLOOR", "PVQAE", "TARGETS", "DataConfig", "Param
 
 def write(result: dict, out_dir: Path, suffix: str = "baselines") -> Path:
     """``accuracy_<dataset>_<profile>.json`` (``..._<size>px_<suffix>.json`` for a run without
-    PVQAE) or ``speed_size_<profile>_<size>px.json`` under ``out_dir``."""
+    PVQAE, ``..._<size>px_features.json`` for PVQAE-F) or ``speed_size_<profile>_<size>px.json``
+    under ``out_dir``."""
     if result["benchmark"] == "accuracy":
         name = f"accuracy_{dataset_tag(result)}_{result['profile']}"
         if "pvqae" not in result:
             name += f"_{result['image_size']}px_{suffix}"
+        elif result.get("input", {}).get("kind") == "features":
+            name += f"_{result['image_size']}px_features"
     else:
         name = f"speed_size_{result['profile']}_{result['image_size']}px"
     path = Path(out_dir) / f"{name}.json"

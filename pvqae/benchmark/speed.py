@@ -18,6 +18,7 @@ needed. Measured:
 
 from __future__ import annotations
 
+import copy
 import math
 import resource
 import statistics
@@ -202,4 +203,35 @@ def baseline_speed(params: dict, image_size: int, channels: int, n_train: int, b
         kept = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
         out[m] = {"inference_images_per_second": batch_size / secs,
                   "mb": sum(t.numel() * t.element_size() for t in kept.values()) / 1e6}
+    out["pvqae_f"] = pvqae_f_speed(params, backbone, x, repeats)
     return out
+
+
+def pvqae_f_speed(params: dict, backbone, x: torch.Tensor, repeats: int = 3) -> dict:
+    """PVQAE-F (``input`` section, random weights) on ``backbone``: images/s of the whole score
+    (backbone features, standardisation, PVQAE with the per-class prior, upsampling to the
+    image, post-processing) on the batch ``x``, and the MB of autoencoder + prior."""
+    from pvqae.backbones import concat_aligned
+
+    p = copy.deepcopy(params)
+    p["input"]["kind"] = "features"
+    p["data"] = {**p["data"], "image_size": x.shape[-1]}
+    typed = Params.from_dict(p)
+    strides = typed.input.strides
+    channels = sum(backbone.endpoints[s] for s in strides)
+    grid = -(-x.shape[-1] // strides[0])
+    cfg = typed.model_config(input_shape=(channels, grid))
+    model = PVQAE(cfg).eval()
+    prior = BudgetPriorTransformer.from_config(typed.prior.replace(mode="per-class", dropout=0.0), grid=cfg.grids[0],
+                                               num_classes=1).eval()
+    mean, std = torch.zeros(1, channels, 1, 1), torch.ones(1, channels, 1, 1)
+    cls = torch.zeros(len(x), dtype=torch.long)
+
+    def score():
+        feats = (concat_aligned(backbone.features(x, strides), strides) - mean) / std
+        return score_batch(model, feats, cls, prior, out_size=x.shape[-1])
+
+    with torch.no_grad():
+        secs = _timed(score, repeats)
+    return {"inference_images_per_second": len(x) / secs, "mb": state_dict_mb(model) + state_dict_mb(prior),
+            "grids": list(cfg.grids), "channels": channels}

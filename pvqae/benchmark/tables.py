@@ -14,10 +14,10 @@ from pvqae.benchmark.accuracy_record import FLOOR, dataset_tag
 
 def accuracy_table(out_dir: Path) -> str:
     """Markdown table of every ``accuracy_*.json`` under ``out_dir``."""
-    rows = ["| dataset | profile | image | steps (PVQAE pretrain + budget / static VQ) | seeds "
+    rows = ["| dataset | profile | image | input | steps (PVQAE pretrain + budget / static VQ) | seeds "
             "| PVQAE image / pixel AUROC | static VQ image / pixel | PVQAE training s (pretrain+budget+prior) "
             "| targets met | codes per normal image (PVQAE routed / static VQ) | machine |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     kinds = ["", "Image AUROC per defect kind (each kind against the normal test images):", "",
              "| dataset | profile | method | class | image AUROC per defect kind |", "|---|---|---|---|---|"]
     base = ["", "Baselines (the baselines stage: same data, splits, size, post-processing and metrics; margin = "
@@ -31,14 +31,13 @@ def accuracy_table(out_dir: Path) -> str:
             base += _baseline_rows(r)
         if "pvqae" not in r:
             continue
-        pv, st = r["pvqae"]["mean"], r["static_vq"]["mean"]
         met = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["met"].items())
         steps = r.get("steps") or {}
         steps = (f"{steps['pretrain']} + {steps['budget']} / {steps['static_vq']}"
                  if {"pretrain", "budget", "static_vq"} <= set(steps) else "-")
-        rows.append(f"| {dataset_tag(r)} | {r['profile']} | {r['image_size']} px | {steps} | {r['seeds']} "
-                    f"| {100 * pv['image_auroc']:.1f} / {100 * pv['pixel_auroc']:.1f} "
-                    f"| {100 * st['image_auroc']:.1f} / {100 * st['pixel_auroc']:.1f} "
+        rows.append(f"| {dataset_tag(r)} | {r['profile']} | {r['image_size']} px | {_input(r)} | {steps} | {r['seeds']} "
+                    f"| {_pm(r['pvqae'], 'image_auroc')} / {_pm(r['pvqae'], 'pixel_auroc')} "
+                    f"| {_pm(r['static_vq'], 'image_auroc')} / {_pm(r['static_vq'], 'pixel_auroc')} "
                     f"| {r['training_seconds']['pvqae_pretrain_budget_prior']:.0f} | {met} | {_codes(r)} "
                     f"| {r['machine']['cpu_count']} CPU{', CUDA' if r['machine']['cuda'] else ''} |")
         for m, per_class in r.get("image_auroc_by_defect", {}).items():
@@ -46,6 +45,20 @@ def accuracy_table(out_dir: Path) -> str:
                 kinds.append(f"| {dataset_tag(r)} | {r['profile']} | {m} | {cls} | "
                              + ", ".join(f"{k} {100 * a:.1f}" for k, a in v.items()) + " |")
     return "\n".join(rows + (kinds if len(kinds) > 5 else []) + (base if len(base) > 5 else [])) + "\n"
+
+
+def _input(r: dict) -> str:
+    """"pixels" or "PVQAE-F: <backbone> features" of an accuracy record."""
+    from pvqae.backbones import backbone_label
+
+    inp = r.get("input") or {"kind": "pixels"}
+    return "pixels" if inp["kind"] == "pixels" else f"PVQAE-F: {backbone_label(inp['backbone'])} {inp['strides']}"
+
+
+def _pm(rec: dict, k: str) -> str:
+    """``mean ± std`` over seeds (percent) of a metric of a method's record."""
+    n = rec.get("n_seeds", 1)
+    return f"{100 * rec['mean'][k]:.1f}" + (f" ± {100 * rec['std'][k]:.1f}" if n > 1 else "")
 
 
 def _baseline_rows(r: dict) -> list[str]:
@@ -95,12 +108,12 @@ def table(out_dir: Path) -> str:
     base = ["", "Feature-based baselines in the same run (inference images/s at the batch above, the backbone "
             "included; MB = what a deployment keeps beside the backbone):", "",
             "| profile | image | backbone | PatchCore img/s (MB) | PaDiM img/s (MB) | Patch AE img/s (MB) "
-            "| VQ-Flow img/s (MB) |", "|---|---|---|---|---|---|---|"]
+            "| VQ-Flow img/s (MB) | PVQAE-F img/s (MB) |", "|---|---|---|---|---|---|---|---|"]
     for p in sorted(Path(out_dir).glob("speed_size_*.json")):
         r = json.loads(p.read_text())
         b = r.get("baselines") or {}
         if "patchcore" in b:
-            cells = " | ".join(f"{b[m]['inference_images_per_second']:.1f} ({b[m]['mb']:.0f})"
-                               for m in ("patchcore", "padim", "patch_ae", "vq_flow"))
+            cells = " | ".join(f"{b[m]['inference_images_per_second']:.1f} ({b[m]['mb']:.0f})" if m in b else "-"
+                               for m in ("patchcore", "padim", "patch_ae", "vq_flow", "pvqae_f"))
             base.append(f"| {r['profile']} | {r['image_size']} px | {b['backbone']} | {cells} |")
     return "\n".join(rows + (base if len(base) > 5 else [])) + "\n"

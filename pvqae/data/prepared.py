@@ -163,6 +163,7 @@ def load_validation(prepared_dir: Path) -> dict:
         "class_index": torch.cat([normal["class_index"], torch.from_numpy(arr["class_index"][src])]),
         "entropy": torch.cat([normal["entropy"], torch.from_numpy(arr["val_defect_entropy"])]),
         "meta": normal["meta"] + meta, "classes": normal["classes"], "manifest": manifest,
+        "index": normal["index"],  # rows of arrays.npz of the normal half; the defective half follows
     }
 
 
@@ -183,6 +184,7 @@ def load_prepared(prepared_dir: Path, split: str | tuple[str, ...]) -> dict:
         "class_index": torch.from_numpy(arr["class_index"][idx]),
         "entropy": torch.from_numpy(arr["entropy"][idx]),
         "meta": [manifest["samples"][i] for i in idx],
+        "index": idx,  # rows of arrays.npz
         "classes": manifest["classes"],
         "manifest": manifest,
     }

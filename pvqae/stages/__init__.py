@@ -18,6 +18,7 @@ from pathlib import Path
 # Every file or folder a stage writes (its outs in dvc.yaml).
 PATHS: dict[str, str] = {
     "prepared": "reports/prepared",
+    "features": "reports/features",
     "pretrain_models": "reports/models/pretrain",
     "budget_models": "reports/models/budget",
     "prior_models": "reports/models/prior",
@@ -35,10 +36,12 @@ PATHS: dict[str, str] = {
 # library code every stage runs through
 COMMON_DEPS = ("pvqae/runner.py", "pvqae/config.py", "pvqae/settings.py", "pvqae/strict_config.py",
                "pvqae/records.py", "pvqae/data/prepared.py")
-# the autoencoder and its training
-AUTOENCODER_DEPS = ("pvqae/model.py", "pvqae/autoencoder.py", "pvqae/quantizer.py", "pvqae/routing.py",
-                    "pvqae/train.py", "pvqae/objective.py", "pvqae/losses.py", "pvqae/budget.py", "pvqae/batches.py",
-                    "pvqae/resumable.py", "pvqae/seeds.py", "pvqae/checkpoint.py")
+# the machinery of every training loop
+TRAINING_DEPS = ("pvqae/batches.py", "pvqae/resumable.py", "pvqae/seeds.py", "pvqae/checkpoint.py", "pvqae/losses.py")
+# the autoencoder, its input (pixels, or PVQAE-F's cached features) and its training
+AUTOENCODER_DEPS = ("pvqae/features.py", PATHS["features"], "pvqae/model.py", "pvqae/autoencoder.py",
+                    "pvqae/quantizer.py", "pvqae/routing.py", "pvqae/train.py", "pvqae/objective.py", "pvqae/budget.py",
+                    *TRAINING_DEPS)
 SCORING_DEPS = ("pvqae/scoring.py", "pvqae/evaluation.py", "pvqae/metrics.py", "pvqae/prior.py")
 
 
@@ -61,7 +64,7 @@ class Stage:
         return importlib.import_module(f"pvqae.stages.{self.name}")
 
 
-ORDER = ("prepare", "pretrain", "budget", "prior", "evaluate", "baselines", "variant", "ablations", "figures", "report")
+ORDER = ("prepare", "features", "pretrain", "budget", "prior", "evaluate", "baselines", "variant", "ablations", "figures", "report")
 
 
 def stages() -> dict[str, Stage]:
@@ -118,16 +121,24 @@ def every_seed(cfg, paths: dict, out_key: str, train_one) -> tuple[dict, dict]:
     """``train_one(train, val, seed_folder, seed) -> (model, summary)`` for every training seed
     on the prepared training and held-out normal splits; writes ``<out>/summary.json``.
     Returns ``({seed: model}, {seed: summary})``."""
-    from pvqae.data.prepared import load_prepared
     from pvqae.records import write_json
 
-    train, val = load_prepared(paths["prepared"], "train"), load_prepared(paths["prepared"], "val")
+    train, val = load_split(paths, "train"), load_split(paths, "val")
     out_dir = out_path(paths, out_key)
     models, summaries = {}, {}
     for s in cfg.seeds:
         models[s], summaries[s] = train_one(train, val, seed_dir(out_dir, s), s)
     write_json({f"seed{s}": v for s, v in summaries.items()}, out_dir / "summary.json")
     return models, summaries
+
+
+def load_split(paths: dict, split: str) -> dict:
+    """A prepared split as the autoencoder reads it: the images, or for PVQAE-F the cached
+    feature maps (:func:`pvqae.features.as_model_input`; the images under ``pixels``)."""
+    from pvqae.data.prepared import load_prepared
+    from pvqae.features import as_model_input
+
+    return as_model_input(load_prepared(paths["prepared"], split), out_path(paths, "features"))
 
 
 def stage_params(stage: str, params: dict | None = None) -> dict:

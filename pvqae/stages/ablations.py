@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 
 from pvqae import report
-from pvqae.data.prepared import load_prepared
 from pvqae.evaluation import aggregate_seeds
 from pvqae.model import PVQAE
 from pvqae.records import write_json, write_table
 from pvqae.settings import Params
-from pvqae.stages import AUTOENCODER_DEPS, PATHS, SCORING_DEPS, Stage, out_path, seed_dir
+from pvqae.stages import AUTOENCODER_DEPS, PATHS, SCORING_DEPS, Stage, load_split, out_path, seed_dir
 from pvqae.stages.evaluate import evaluate_model
 from pvqae.stages.prior import learn_prior
 from pvqae.stages.variant import variant_result
@@ -48,7 +47,7 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
                              note=f"schedule {cfg.budget.lambda_schedule}; seeds {seeds}.")
 
     # Table III: the main mode was trained (prior stage) and scored (evaluate stage) already
-    train, val, test = (load_prepared(paths["prepared"], s) for s in ("train", "val", "test"))
+    train, val, test = (load_split(paths, s) for s in ("train", "val", "test"))
     main_mode = cfg.prior.mode
     other_modes = [m for m in ab.priors if m != main_mode]
     per_seed = {m: [] for m in other_modes}

@@ -8,10 +8,10 @@ from pvqae.baselines import NEEDS_BACKBONE, harness
 from pvqae.data.prepared import load_prepared
 from pvqae.records import write_json
 from pvqae.settings import Params
-from pvqae.stages import AUTOENCODER_DEPS, PATHS, SCORING_DEPS, Stage, out_path
+from pvqae.stages import PATHS, SCORING_DEPS, TRAINING_DEPS, Stage, out_path
 
 STAGE = Stage("baselines", "06_baselines.py", params=("seed", "seeds", "data", "evaluate", "baselines"),
-              deps=("pvqae/baselines", "pvqae/backbones", *AUTOENCODER_DEPS, *SCORING_DEPS, PATHS["prepared"]),
+              deps=("pvqae/baselines", "pvqae/backbones", *TRAINING_DEPS, *SCORING_DEPS, "pvqae/quantizer.py", PATHS["prepared"]),
               outs=(PATHS["baseline_models"],), metrics=(f"{PATHS['metrics']}/baselines.json",))
 
 

@@ -5,13 +5,12 @@ seeds, and the code allocation of normal vs defective images."""
 from __future__ import annotations
 
 from pvqae import report
-from pvqae.data.prepared import load_prepared
 from pvqae.evaluation import aggregate_seeds, code_allocation, evaluate_scores, score_split
 from pvqae.model import PVQAE
 from pvqae.prior import BudgetPriorTransformer, load_prior
 from pvqae.records import save_scores, write_json, write_table
 from pvqae.settings import EvaluateConfig, Params
-from pvqae.stages import AUTOENCODER_DEPS, PATHS, SCORING_DEPS, Stage, out_path, seed_dir
+from pvqae.stages import AUTOENCODER_DEPS, PATHS, SCORING_DEPS, Stage, load_split, out_path, seed_dir
 
 STAGE = Stage("evaluate", "05_evaluate.py", params=("seed", "seeds", "prior", "evaluate"),
               deps=(*AUTOENCODER_DEPS, *SCORING_DEPS, "pvqae/report.py", "pvqae/plots.py", PATHS["prepared"], PATHS["pretrain_models"],
@@ -34,7 +33,7 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
     """Score every seed; write metrics, score files and tables. Returns ``results`` (per
     method, aggregated), ``scores`` ({seed: {method: scores}}), ``allocation`` rows, the
     markdown ``table`` and the test split."""
-    test = load_prepared(paths["prepared"], "test")
+    test = load_split(paths, "test")
     per_seed, scores = {}, {}
     for s in cfg.seeds:
         model = PVQAE.from_checkpoint(seed_dir(out_path(paths, "budget_models"), s) / "pvqae.pt")

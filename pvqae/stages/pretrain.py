@@ -16,7 +16,7 @@ from pvqae.settings import Params
 from pvqae.stages import AUTOENCODER_DEPS, PATHS, Stage, every_seed
 from pvqae.train import train_autoencoder
 
-STAGE = Stage("pretrain", "02_pretrain_vqgan.py", params=("seed", "seeds", "data", "model", "pretrain", "static_vq"),
+STAGE = Stage("pretrain", "02_pretrain_vqgan.py", params=("seed", "seeds", "data", "input", "model", "pretrain", "static_vq"),
               deps=(*AUTOENCODER_DEPS, "pvqae/evaluation.py", "pvqae/plots.py", PATHS["prepared"]),
               outs=(PATHS["pretrain_models"], f"{PATHS['figures']}/pretrain"))
 
@@ -25,13 +25,14 @@ def train_seed(cfg: Params, train: dict, val: dict, out_dir: Path, seed: int, pr
     """PVQAE (``pvqae_pretrain.pt``) and the static VQ (``static_vq.pt``) of one seed."""
     pre = cfg.pretrain
     torch.manual_seed(seed)
-    model = PVQAE(cfg.model_config())
+    shape = (train["image"].shape[1], train["image"].shape[-1])  # the input: image or feature map
+    model = PVQAE(cfg.model_config(input_shape=shape))
     summary = train_autoencoder(model, train_stream(train, pre.batch_size, seed, pre.augment_jitter), pre, out_dir,
                                 "pvqae_pretrain", seed, progress=progress)
     summary["heldout_l1"] = heldout_error(model, val["image"], mode="random",
                                           generator=torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)
-    static = PVQAE(cfg.model_config(levels=(cfg.static_vq.level,)))
+    static = PVQAE(cfg.model_config(levels=(cfg.static_vq.level,), input_shape=shape))
     static_summary = train_autoencoder(static, train_stream(train, pre.batch_size, seed, pre.augment_jitter),
                                        pre.replace(steps=cfg.static_vq.steps), out_dir, "static_vq", seed,
                                        progress=progress)

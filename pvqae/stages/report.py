@@ -9,15 +9,18 @@ import json
 import platform
 
 from pvqae import report
+from pvqae.backbones import backbone_label
+from pvqae.features import read_manifest
 from pvqae.records import machine_info, write_table
 from pvqae.settings import Params
 from pvqae.stages import ORDER, PATHS, Stage, out_path
 
 _FIGURE_STAGES = ("prepare", "pretrain", "budget", "prior", "evaluate", "ablations", "qualitative")
-_EXECUTED = ("prepare", "pretrain", "budget", "prior", "evaluate", "baselines", "ablations", "figures")
+_EXECUTED = ("prepare", "features", "pretrain", "budget", "prior", "evaluate", "baselines", "ablations", "figures")
 STAGE = Stage("report", "10_report.py",
               params=("seed", "seeds", "data", "budget", "prior", "evaluate", "ablations", "baselines"),
-              deps=("pvqae/report.py", "pvqae/paper_numbers.yaml", PATHS["prepared"], PATHS["metrics"],
+              deps=("pvqae/report.py", "pvqae/paper_numbers.yaml", "pvqae/features.py", PATHS["prepared"],
+                    PATHS["features"], PATHS["metrics"],
                     f"{PATHS['tables']}/evaluate", f"{PATHS['tables']}/ablations",
                     *(f"{PATHS['figures']}/{s}" for s in _FIGURE_STAGES),
                     *(f"{PATHS['executed']}/{s}.ipynb" for s in _EXECUTED), PATHS["variants"], "pvqae/backbones"),
@@ -58,7 +61,9 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
         manifest = json.load(f)
     classes, dataset = manifest["classes"], manifest["dataset"]
 
-    results = {"pvqae": ev["pvqae"], "static_vq": ev["static_vq"]}
+    inp = read_manifest(out_path(paths, "features"))
+    input_label = f"{backbone_label(inp['backbone'])} features" if inp["kind"] == "features" else None
+    results = {m: {**ev[m], "input_label": input_label} if input_label else ev[m] for m in ("pvqae", "static_vq")}
     for m in cfg.baselines.methods:
         results[m] = bl["results"].get(m) or bl["status"].get(m, "not run")
     backbone = bl.get("backbone")
@@ -99,6 +104,9 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
         "profile": cfg.profile,
         "dataset": f"{dataset} ({manifest['root']}), classes {', '.join(classes)}",
         "images": ", ".join(f"{k} {v}" for k, v in manifest["counts"].items()) + f"; {manifest['image_size']} px",
+        "input": ("pixels (the paper's VQ-GAN)" if not input_label else
+                  f"{input_label}, strides {inp['strides']}, {inp['grid']} x {inp['grid']} grid (PVQAE-F: an extension "
+                  "of the paper, not its reproduction)"),
         "training seeds": f"{seeds} (data seed {cfg.seed})",
         "budget learning": f"lambda_max {cfg.budget.lambda_max}, {cfg.budget.lambda_schedule} schedule; "
                            f"prior mode {cfg.prior.mode}",

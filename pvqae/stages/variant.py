@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from pvqae.config import get_dotted, set_dotted
-from pvqae.data.prepared import load_prepared
 from pvqae.evaluation import aggregate_seeds
 from pvqae.records import write_json
 from pvqae.settings import Params
-from pvqae.stages import AUTOENCODER_DEPS, PATHS, SCORING_DEPS, Stage, out_path, seed_dir
+from pvqae.stages import AUTOENCODER_DEPS, PATHS, SCORING_DEPS, Stage, load_split, out_path, seed_dir
 from pvqae.stages.budget import learn_budget
 from pvqae.stages.evaluate import evaluate_model
 from pvqae.stages.prior import learn_prior
@@ -80,7 +79,7 @@ def run(params: dict, name: str, overrides: dict, paths: dict = PATHS, progress:
     if not same_as_main:
         vcfg = Params.from_dict(apply_overrides(params, overrides))
         t0 = time.perf_counter()
-        train, val, test = (load_prepared(paths["prepared"], s) for s in ("train", "val", "test"))
+        train, val, test = (load_split(paths, s) for s in ("train", "val", "test"))
         per_seed, summaries = {}, {}
         for s in vcfg.seeds:
             sd = seed_dir(out_dir, s)
