@@ -97,9 +97,12 @@ def build_cache(cfg: InputConfig, entropy, prepared_dir: Path, out_dir: Path, pr
         mean, std = train.mean((0, 2, 3)), train.std((0, 2, 3))
         grid = feats.shape[-1]
         coarse = coarse_grid(grid, cfg.ch_mult)
-        kw = {"wavelet": entropy.wavelet, "level": entropy.level, "noise_floor": entropy.noise_floor}
-        ent = batch_patch_entropies(arr["images"].astype(np.float32) / 255.0, coarse, **kw)
-        val_ent = batch_patch_entropies(arr["val_defect_images"].astype(np.float32) / 255.0, coarse, **kw)
+        if arr["entropy"].shape[-1] == coarse:  # the prepare stage cached it on this grid already
+            ent, val_ent = arr["entropy"], arr["val_defect_entropy"]
+        else:
+            kw = {"wavelet": entropy.wavelet, "level": entropy.level, "noise_floor": entropy.noise_floor}
+            ent = batch_patch_entropies(arr["images"].astype(np.float32) / 255.0, coarse, **kw)
+            val_ent = batch_patch_entropies(arr["val_defect_images"].astype(np.float32) / 255.0, coarse, **kw)
         np.savez(out_dir / "features.npz", features=feats, val_defect_features=val_feats,
                  entropy=ent.astype(np.float32), val_defect_entropy=val_ent.astype(np.float32),
                  mean=mean.astype(np.float32), std=np.maximum(std, 1e-6).astype(np.float32))
