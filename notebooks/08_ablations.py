@@ -16,7 +16,9 @@
 # **Table III** (normal budget priors): the same trained autoencoder scored with no prior
 # (routed budget reconstructs, S = L2 error), a universal prior (shared token) and a
 # per-class prior (class token) — only the prior differs (Sec. IV-D2).
-# **Static VQ vs PVQAE**: the core claim, from the evaluation stage's metrics.
+# **Static VQ vs PVQAE**: the core claim, from the evaluation stage's metrics; and its fair
+# form: PVQAE's own network with the routing fixed to one level (`static_level@<level>`
+# variants) beside the lambda_max sweep, detection vs codes per image.
 # Every number is a mean ± std over the training seeds.
 # Outputs: `reports/metrics/ablations.json`, `reports/tables/ablations/`,
 # `reports/models/ablations/`, `reports/figures/ablations/`.
@@ -40,6 +42,9 @@ for md in res["tables"].values():
 # %%
 fig = plots.lambda_sweep(res["sweep"], main=cfg.budget.lambda_max)
 plots.save_fig(fig, figdir / "fig5_lambda_max")
+display(fig)
+fig = plots.codes_tradeoff(res["statics"], res["sweep"])
+plots.save_fig(fig, figdir / "same_network_tradeoff")
 display(fig)
 fig = plots.metric_bars({f"prior: {m}": res["priors"][m]["mean"] for m in cfg.ablations.priors})
 plots.save_fig(fig, figdir / "table3_priors")

@@ -48,6 +48,36 @@ def on_device(*modules: torch.nn.Module | None) -> Iterator[torch.device]:
             m.cpu()
 
 
+AUTOCAST_DEVICES = ("cuda",)  # mixed precision only where it pays; the CPU path stays float32
+
+
+def autocast(dev: torch.device, mode: str = "none") -> contextlib.AbstractContextManager:
+    """bf16 autocast on a CUDA ``dev`` when ``mode == "bf16"``; elsewhere (the CPU) a no-op, so
+    that a seed gives the same numbers on every CPU. bf16 needs no loss scaling (fp16 would)."""
+    if mode not in ("none", "bf16"):
+        raise ValueError(f"autocast mode {mode!r}: expected 'none' or 'bf16'")
+    if mode == "bf16" and dev.type in AUTOCAST_DEVICES:
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def set_tf32(dev: torch.device, enabled: bool) -> bool:
+    """Let CUDA matmuls and convolutions use TF32 tensor cores (float32 storage, 10-bit mantissa
+    products) on a CUDA ``dev``; nothing changes on the CPU. Returns whether TF32 is now on."""
+    if dev.type != "cuda":
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    return enabled
+
+
+def accelerator_info(dev: torch.device) -> dict:
+    """Name and peak allocated memory of a CUDA ``dev`` (None on the CPU)."""
+    if dev.type != "cuda":
+        return {"gpu": None, "peak_gpu_memory_mb": None}
+    return {"gpu": torch.cuda.get_device_name(dev), "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(dev) / 2**20}
+
+
 def init_from_env() -> bool:
     """Join the process group described by torchrun's environment (RANK, WORLD_SIZE,
     MASTER_ADDR, MASTER_PORT); returns True when running distributed with >1 process."""

@@ -16,9 +16,9 @@ import numpy as np
 import pywt
 import torch
 
-from pvqae.strict_config import Config
+from pvqae.strict_config import Config, ConfigError
 
-__all__ = ["EntropyConfig", "batch_patch_entropies", "dwt_entropy", "patch_entropies"]
+__all__ = ["EntropyConfig", "batch_patch_entropies", "dwt_entropy", "estimate_noise_std", "patch_entropies"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +29,22 @@ class EntropyConfig(Config):
     wavelet: str = "haar"  # any PyWavelets discrete wavelet
     level: int = 2  # DWT levels
     noise_floor: float = 0.05  # detail coefficients below this count as noise, not context
+    noise_scale: float | None = None  # set: noise_floor = this x the training normals' own noise std (calibrated)
+
+    def __post_init__(self):
+        if self.noise_scale is not None and self.noise_scale <= 0:
+            raise ConfigError(f"data.entropy.noise_scale must be > 0 or null, got {self.noise_scale}")
+
+    def calibrated(self, normal_images: Any) -> tuple[float, dict]:
+        """The noise floor to use and what it came from: the fixed ``noise_floor``, or with
+        ``noise_scale`` that multiple of :func:`estimate_noise_std` of ``normal_images``, so the
+        gate means the same on any dataset (a patch of the data's own noise gets the same
+        gate whatever its amplitude)."""
+        if self.noise_scale is None:
+            return self.noise_floor, {"noise_floor": self.noise_floor, "calibrated": False}
+        sigma = estimate_noise_std(normal_images, self.wavelet)
+        floor = self.noise_scale * sigma
+        return floor, {"noise_floor": floor, "calibrated": True, "noise_std": sigma, "noise_scale": self.noise_scale}
 
 
 
@@ -260,3 +276,17 @@ def patch_entropies(image: Any, grid: int, **kwargs) -> np.ndarray:
     else:
         raise ValueError(f"patch_entropies expects a (C, H, W) or (H, W) image, got shape {arr.shape}")
     return batch_patch_entropies(gray[None], grid, input_shape=arr.shape, **kwargs)[0]
+
+
+def estimate_noise_std(images: Any, wavelet: str = EntropyConfig.wavelet) -> float:
+    """Noise std of a set of images, robustly: ``median(|HH_1|) / 0.6745`` over the finest
+    diagonal detail band of every image (Donoho & Johnstone's estimator; structure is sparse
+    there, so the median sees the noise). ``images``: ``(N, C, H, W)`` or ``(N, H, W)`` in
+    ``[0, 1]``, colour reduced to gray by the channel mean, as for the entropy."""
+    arr = np.asarray(images.detach().cpu() if isinstance(images, torch.Tensor) else images, dtype=np.float64)
+    if arr.ndim == 4:
+        arr = arr.mean(axis=1)
+    if arr.ndim != 3 or arr.shape[0] == 0:
+        raise ValueError(f"estimate_noise_std expects a non-empty (N, C, H, W) or (N, H, W) array, got {arr.shape}")
+    _, (_, _, hh) = pywt.dwt2(arr, wavelet, mode="periodization", axes=(-2, -1))
+    return float(np.median(np.abs(hh)) / 0.6745)

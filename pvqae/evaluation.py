@@ -14,7 +14,7 @@ from pvqae import distributed
 from pvqae.metrics import METRIC_NAMES, evaluate
 from pvqae.model import LEVEL_NAMES, PVQAE
 from pvqae.prior import BudgetPriorTransformer
-from pvqae.scoring import ScoreConfig, score_batch
+from pvqae.scoring import SCORE_VARIANTS, ScoreConfig, score_batch, score_variants
 
 
 @torch.no_grad()
@@ -48,6 +48,26 @@ def score_split(model: PVQAE, split: dict, prior: BudgetPriorTransformer | None 
         "prior": np.concatenate(prior_lv) if prior_lv else None,
         "seconds": secs, "images_per_second": n / secs if secs > 0 else None,
     }
+
+
+@torch.no_grad()
+def score_variants_split(model: PVQAE, split: dict, prior: BudgetPriorTransformer, score_cfg: ScoreConfig | None = None,
+                         batch_size: int = 16, progress: bool = True, desc: str = "score variants") -> dict[str, dict]:
+    """Every score variant (:data:`pvqae.scoring.SCORE_VARIANTS`) of a split: ``{name: {"maps",
+    "image"}}`` numpy arrays, as :func:`score_split` gives them."""
+    model.eval()
+    prior.eval()
+    maps: dict[str, list] = {k: [] for k in SCORE_VARIANTS}
+    imgs: dict[str, list] = {k: [] for k in SCORE_VARIANTS}
+    with distributed.on_device(model, prior) as dev:
+        for i in tqdm(range(0, len(split["image"]), batch_size), desc=desc, disable=not progress, mininterval=5):
+            out = score_variants(model, split["image"][i:i + batch_size].to(dev),
+                                 split["class_index"][i:i + batch_size].to(dev), prior, score_cfg,
+                                 out_size=split["mask"].shape[-1])
+            for k, (m, im) in out.items():
+                maps[k].append(m.cpu().numpy())
+                imgs[k].append(im.cpu().numpy())
+    return {k: {"maps": np.concatenate(maps[k]), "image": np.concatenate(imgs[k])} for k in SCORE_VARIANTS}
 
 
 def metric_records(split: dict, scores: dict) -> dict:
@@ -93,9 +113,10 @@ def aggregate_seeds(per_seed: list[dict], metrics: tuple[str, ...] = METRIC_NAME
         for k in metrics:
             out["per_class"][c][k], out["per_class_std"][c][k] = stats(
                 [r["per_class"].get(c, {}).get(k) for r in per_seed])
-    extra = [r["inference_images_per_second"] for r in per_seed if r.get("inference_images_per_second") is not None]
-    if extra:
-        out["inference_images_per_second"] = float(np.mean(extra))
+    for key in ("inference_images_per_second", "codes_per_image"):
+        extra = [r[key] for r in per_seed if r.get(key) is not None]
+        if extra:
+            out[key] = float(np.mean(extra))
     return out
 
 

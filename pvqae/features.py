@@ -100,7 +100,9 @@ def build_cache(cfg: InputConfig, entropy, prepared_dir: Path, out_dir: Path, pr
         if arr["entropy"].shape[-1] == coarse:  # the prepare stage cached it on this grid already
             ent, val_ent = arr["entropy"], arr["val_defect_entropy"]
         else:
-            kw = {"wavelet": entropy.wavelet, "level": entropy.level, "noise_floor": entropy.noise_floor}
+            with open(Path(prepared_dir) / "manifest.json") as f:  # prepare's floor (calibrated or fixed)
+                floor = json.load(f).get("entropy", {}).get("noise_floor", entropy.noise_floor)
+            kw = {"wavelet": entropy.wavelet, "level": entropy.level, "noise_floor": floor}
             ent = batch_patch_entropies(arr["images"].astype(np.float32) / 255.0, coarse, **kw)
             val_ent = batch_patch_entropies(arr["val_defect_images"].astype(np.float32) / 255.0, coarse, **kw)
         np.savez(out_dir / "features.npz", features=feats, val_defect_features=val_feats,

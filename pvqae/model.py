@@ -5,6 +5,10 @@ Dynamic Routing Module -> mixed-resolution code map -> decoder. With a single le
 a plain static-resolution VQ-VAE/VQ-GAN (the "VQ-E style" baseline and the static-VQ
 ablation), so both share every line of code.
 
+``fixed_level`` gives the *same-network* static VQ of the core claim's ablation: PVQAE's
+whole network (all three encoder heads, the decoder from the fine grid) whose every coarse
+patch takes the one level, whatever the routing mode asks (a caller's ``given`` map aside).
+
 Routing modes of ``forward``:
   - ``"dynamic"``: the router decides (Gumbel-softmax in training, argmax in eval);
   - ``"random"``: a uniformly random level per coarse patch (used to pre-train all three
@@ -58,6 +62,7 @@ class ModelConfig(Config):
     router_hidden: int = 64  # the routing MLP's single hidden layer
     decoder_attention: bool = False
     levels: tuple[int, ...] = (0, 1, 2)  # (k,) for a static single-level VQ
+    fixed_level: int | None = None  # PVQAE with its routing fixed to this level: the same-network static VQ
 
     @property
     def grids(self) -> tuple[int, int, int]:
@@ -98,6 +103,8 @@ class PVQAE(nn.Module):
             raise ValueError(f"model.levels must be a non-empty subset of 0 (coarse), 1 (median), 2 (fine); got {cfg.levels}")
         if len(self.levels) not in (1, 3):
             raise ValueError("model.levels must name one level (static VQ) or all three (PVQAE)")
+        if cfg.fixed_level is not None and (cfg.fixed_level not in (0, 1, 2) or len(self.levels) != 3):
+            raise ValueError(f"model.fixed_level must be 0, 1 or 2 on a three-level PVQAE, got {cfg.fixed_level}")
         self.encoder = Encoder(cfg.in_channels, cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.embed_dim,
                                cfg.groups, self.levels)
         grids = cfg.grids
@@ -122,19 +129,25 @@ class PVQAE(nn.Module):
         return self.quantizers[0 if len(self.quantizers) == 1 else i]
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "PVQAE":
+    def from_checkpoint(cls, path: str | Path, *, fixed_level: int | None = None) -> "PVQAE":
         """Load a model written by :func:`pvqae.train.train_autoencoder` (``weights_only=True``),
-        in eval mode."""
+        in eval mode; ``fixed_level`` fixes a PVQAE's routing to that level from now on."""
         st = load_checkpoint(path)
-        model = cls(ModelConfig.from_dict(st["config"]))
+        cfg = ModelConfig.from_dict(st["config"])
+        model = cls(cfg if fixed_level is None else cfg.replace(fixed_level=fixed_level))
         model.load_state_dict(st["model"])
         return model.eval()
 
     def route(self, feats: list[torch.Tensor], *, mode: str, level_map: torch.Tensor | None = None,
               tau: float = 1.0, generator: torch.Generator | None = None) -> RoutingOutput:
         """The Dynamic Routing Module's choice (``dynamic``), a random level per coarse patch
-        (``random``) or the caller's ``level_map`` (``given``)."""
+        (``random``) or the caller's ``level_map`` (``given``). A ``fixed_level`` model takes
+        its one level in every mode but ``given``."""
         assert self.router is not None
+        if self.cfg.fixed_level is not None and mode != "given":
+            b, g = feats[0].shape[0], feats[0].shape[-1]
+            fixed = torch.full((b, g, g), self.cfg.fixed_level, dtype=torch.long, device=feats[0].device)
+            return self.router(feats, level_map=fixed)
         if mode == "dynamic":
             return self.router(feats, tau=tau, level_map=None, generator=generator)
         if mode == "random":

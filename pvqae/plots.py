@@ -263,3 +263,76 @@ def lambda_sweep(results: dict[float, dict], main: float | None = None,
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def scaling_figure(record: dict, full_run: dict | None = None):
+    """Issue 15's scaling study: image AUROC vs the fraction of the profile's schedule (log
+    axis, with the log-linear fit, dashed where it extrapolates) and vs image size / width at
+    one wall time. ``full_run``: an accuracy record of the whole schedule, drawn hollow."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    colours = {"pvqae": "#1b7837", "static_vq": "#762a83"}
+    names = {"pvqae": "PVQAE", "static_vq": "static VQ"}
+    sched = sorted((r for r in record["rows"] if r["series"] == "schedule"), key=lambda r: r["fraction"])
+    xs = np.array([r["fraction"] for r in sched])
+    for m in ("pvqae", "static_vq"):
+        ax.plot(xs, [100 * r[m]["mean"]["image_auroc"] for r in sched], "o", color=colours[m], label=names[m])
+        fit = (record.get("fit") or {}).get(m, {}).get("fit_vs_fraction")
+        if fit and len(xs):
+            grid = np.geomspace(xs.min(), max(1.0, xs.max()), 50)
+            y = 100 * (fit["a"] + fit["b_per_decade"] * np.log10(grid))
+            inside = grid <= xs.max()
+            ax.plot(grid[inside], y[inside], "-", color=colours[m], lw=1)
+            ax.plot(grid[~inside], y[~inside], "--", color=colours[m], lw=1)
+        if full_run and m in full_run:
+            ax.plot([1.0], [100 * full_run[m]["mean"]["image_auroc"]], "o", mfc="none", color=colours[m],
+                    label=f"{names[m]}, whole schedule (earlier run)")
+    for t, v in (record.get("targets") or {}).items():
+        ax.axhline(100 * v, color="grey", ls=":", lw=1)
+        ax.text(xs.min() if len(xs) else 0.1, 100 * v, " paper PVQAE", va="bottom", fontsize=7, color="grey")
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of the profile's training schedule (steps)")
+    ax.set_ylabel("image AUROC (%)")
+    ax.set_title(f"{record['dataset']}: detection vs training (dashed: extrapolated)", fontsize=9)
+    ax.legend(fontsize=7)
+    size = [r for r in record["rows"] if r["series"] == "size"]
+    ref = next((r for r in sched if r["fraction"] == record.get("reference_fraction")), None)
+    pts = ([ref] if ref else []) + size
+    labels = [f"{r['image_size']} px\nch {r['ch']}" for r in pts]
+    w = 0.38
+    for j, m in enumerate(("pvqae", "static_vq")):
+        bx.bar(np.arange(len(pts)) + (j - 0.5) * w, [100 * r[m]["mean"]["image_auroc"] for r in pts], w,
+               color=colours[m], label=names[m])
+    bx.set_xticks(np.arange(len(pts)), labels, fontsize=8)
+    bx.set_ylim(40, 100)
+    bx.legend(fontsize=7)
+    secs = ref["pvqae"]["train_seconds"] / 60 if ref else None
+    bx.set_title("same training wall time" + (f" ({secs:.1f} min PVQAE)" if secs else ""), fontsize=9)
+    bx.set_ylabel("image AUROC (%)")
+    fig.tight_layout()
+    return fig
+
+
+def codes_tradeoff(statics: dict[str, dict], sweep: dict[float, dict], metric: str = "image_auroc"):
+    """Detection vs codes per image (log axis): the same-network static VQ at each level and
+    PVQAE at each lambda_max (mean ± std over seeds): the paper's expressiveness /
+    compactness trade-off."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, r in statics.items():
+        if r.get("codes_per_image"):
+            ax.errorbar([r["codes_per_image"]], [100 * r["mean"][metric]], yerr=[100 * r.get("std", {}).get(metric, 0)],
+                        fmt="s", color="#762a83", capsize=3)
+            ax.annotate(f"static {name}", (r["codes_per_image"], 100 * r["mean"][metric]), fontsize=7,
+                        textcoords="offset points", xytext=(4, 4))
+    pts = sorted((r["codes_per_image"], 100 * r["mean"][metric], 100 * r.get("std", {}).get(metric, 0), lam)
+                 for lam, r in sweep.items() if r.get("codes_per_image"))
+    if pts:
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt="o-", color="#1b7837",
+                    capsize=3, label="PVQAE (lambda_max sweep)")
+        for c, v, _, lam in pts:
+            ax.annotate(f"{lam:g}", (c, v), fontsize=7, textcoords="offset points", xytext=(4, -10))
+    ax.set_xscale("log")
+    ax.set_xlabel("codes per image (coarse 1, median 4, fine 16 per patch)")
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -86,6 +86,10 @@ class VectorQuantizer(nn.Module):
         """
         if z.dim() != 4 or z.shape[1] != self.dim:
             raise ValueError(f"expected z of shape (B, {self.dim}, H, W), got {tuple(z.shape)}")
+        with torch.autocast(device_type=z.device.type, enabled=False):  # nearest codes in float32, also under bf16
+            return self._quantize(z.float(), used)
+
+    def _quantize(self, z: torch.Tensor, used: torch.Tensor | None) -> QuantizerOutput:
         idx = self.lookup(z.detach())
         z_q = self.embed(idx)
         codebook_term = (z.detach() - z_q).pow(2).mean(1)

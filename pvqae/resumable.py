@@ -163,17 +163,19 @@ class ResumableRun:
         self.log.write()
         distributed.barrier()
 
-    def finish(self, final: dict, images_per_step: int, extra: dict | None = None) -> dict:
+    def finish(self, final: dict, images_per_step: int, extra: dict | None = None, steps_done: int | None = None) -> dict:
         """Stop the clock, write the final checkpoint ``final`` to ``out_dir/<name>.pt``, the log
         and the summary, and remove the resume folder (rank 0); return the summary (every rank).
 
         The summary holds name, steps, resumed_from, train_seconds, train_images_per_second
         (``images_per_step`` images per step over the steps run by this call), the last logged
-        row (``final``), the entries of ``extra`` and the number of processes."""
+        row (``final``), the entries of ``extra`` and the number of processes. ``steps_done``:
+        the loop stopped there, before ``steps`` (a wall-clock cap)."""
         self._tick()
-        run_steps = self.total_steps - self.start
+        steps = self.total_steps if steps_done is None else steps_done
+        run_steps = steps - self.start
         summary = {
-            "name": self.name, "steps": self.total_steps, "resumed_from": self.start,
+            "name": self.name, "steps": steps, "planned_steps": self.total_steps, "resumed_from": self.start,
             "train_seconds": self.elapsed,
             "train_images_per_second": (run_steps * images_per_step / self.elapsed)
             if self.elapsed > 0 and run_steps > 0 else None,

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from pvqae.model import PVQAE
 from pvqae.prior import BudgetPriorTransformer
+from pvqae.routing import RoutingOutput
 from pvqae.strict_config import Config
 
 
@@ -162,23 +163,69 @@ def score_batch(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None 
         budget = torch.ones(x.shape[0], model.coarse_grid, model.coarse_grid, device=x.device)
         routed = prior_levels = probs = None
         recon = out.recon
-    else:  # encode once; decode once, with the budget that reconstructs
-        feats = model.encoder(x)
-        routing = model.route(feats, mode="dynamic")
-        routed = routing.levels
-        if prior is None:
-            recon = model.decode(feats, routing).recon
-            budget = torch.ones_like(routed, dtype=x.dtype)
-            prior_levels = probs = None
-        else:
-            probs = prior.predict_all(routed, class_index)
-            prior_levels = probs.argmax(1)
-            recon = model.decode(feats, model.route(feats, mode="given", level_map=prior_levels)).recon
-            budget = budget_ce(probs, routed)
+    else:
+        p = _prior_pass(model, x, class_index, prior)
+        routed, probs, prior_levels, recon = p.routing.levels, p.probs, p.prior_levels, p.recon
+        budget = torch.ones_like(routed, dtype=x.dtype) if prior is None else budget_ce(probs, routed)
         rec = reconstruction_error(x, recon)
     rec, recon = rec.contiguous(), recon.contiguous()
-    raw = combine_score_map(budget if prior is not None else None, rec, cfg)
+    smap, img = _finish(combine_score_map(budget if prior is not None else None, rec, cfg), cfg, out_size)
+    return ScoreOutput(smap, img, rec, budget, recon, routed, prior_levels, probs)
+
+
+class _PriorPass(NamedTuple):
+    routing: RoutingOutput
+    probs: torch.Tensor | None
+    prior_levels: torch.Tensor | None
+    recon: torch.Tensor
+
+
+def _prior_pass(model: PVQAE, x: torch.Tensor, class_index, prior) -> _PriorPass:
+    """Encode once, route, ask the prior, and decode once with the budget that reconstructs
+    (the prior's; the routed one without a prior)."""
+    feats = model.encoder(x)
+    routing = model.route(feats, mode="dynamic")
+    if prior is None:
+        return _PriorPass(routing, None, None, model.decode(feats, routing).recon)
+    probs = prior.predict_all(routing.levels, class_index)
+    levels = probs.argmax(1)
+    return _PriorPass(routing, probs, levels, model.decode(feats, model.route(feats, mode="given", level_map=levels)).recon)
+
+
+def _finish(raw: torch.Tensor, cfg: ScoreConfig, out_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A raw map upsampled to ``out_size`` when it differs (PVQAE-F), then post-processed."""
     if out_size is not None and raw.shape[-1] != out_size:
         raw = F.interpolate(raw.unsqueeze(1), size=(out_size, out_size), mode="bilinear", align_corners=False)[:, 0]
-    smap, img = postprocess(raw, cfg)
-    return ScoreOutput(smap, img, rec, budget, recon, routed, prior_levels, probs)
+    return postprocess(raw, cfg)
+
+
+SCORE_VARIANTS = {  # name -> what it is; "product" is the paper's score, the rest are diagnostics
+    "product": "the paper: CE(routed, prior) x S_rec, CE upsampled nearest",
+    "rec": "S_rec alone (reconstruction with the prior's budget)",
+    "one_plus_ce": "(1 + CE) x S_rec",
+    "soft_ce": "soft CE (the router's softmax against the prior) x S_rec",
+    "bilinear": "CE x S_rec, CE upsampled bilinearly",
+}
+
+
+@torch.no_grad()
+def score_variants(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None,
+                   prior: BudgetPriorTransformer, cfg: ScoreConfig | None = None,
+                   out_size: int | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every :data:`SCORE_VARIANTS` map and image score of a batch from one encoder, prior and
+    decoder pass, each with the shared post-processing (issue 13's diagnostic table; the
+    paper's product is ``score_batch``'s under the default config)."""
+    if not model.dynamic or prior is None:
+        raise ValueError("score variants need a PVQAE with a prior (they combine its budget CE with S_rec)")
+    cfg = cfg or ScoreConfig()
+    x = inference_layout(x)
+    p = _prior_pass(model, x, class_index, prior)
+    rec = reconstruction_error(x, p.recon).contiguous()
+    ce = budget_ce(p.probs, p.routing.levels)
+    soft = -(torch.softmax(p.routing.logits.float(), 1) * torch.log(p.probs.clamp_min(1e-12))).sum(1)
+    nearest, bilinear = cfg.replace(budget_upsample="nearest", combine="product"), \
+        cfg.replace(budget_upsample="bilinear", combine="product")
+    raw = {"product": combine_score_map(ce, rec, nearest), "rec": rec,
+           "one_plus_ce": combine_score_map(1 + ce, rec, nearest), "soft_ce": combine_score_map(soft, rec, nearest),
+           "bilinear": combine_score_map(ce, rec, bilinear)}
+    return {k: _finish(v, cfg, out_size) for k, v in raw.items()}

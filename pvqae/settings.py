@@ -85,6 +85,12 @@ class PretrainConfig(Config):
     augment_jitter: float = 0.1  # flip + brightness/contrast jitter (Sec. IV-A)
     ckpt_every: int = 200  # resume checkpoint interval in steps
     log_every: int = 20
+    autocast: str = "bf16"  # none | bf16: mixed precision of forward + loss on CUDA only (the CPU stays float32)
+    tf32: bool = True  # TF32 tensor cores for float32 matmuls / convolutions on CUDA only
+
+    def __post_init__(self):
+        if self.autocast not in ("none", "bf16"):
+            raise ConfigError(f"{self.SECTION}.autocast must be 'none' or 'bf16', got {self.autocast!r}")
 
     def for_budget(self, budget: "BudgetConfig") -> "PretrainConfig":
         """The autoencoder settings of budget learning: these, with its own steps, lr,
@@ -101,6 +107,9 @@ class StaticVQConfig(Config):
     steps: int = 210  # = pretrain.steps + budget.steps: the same training budget
 
 
+BUDGET_ROUTINGS = ("dynamic", "coarse", "median", "fine")  # LEVEL_NAMES after "dynamic"
+
+
 @dataclasses.dataclass(frozen=True)
 class BudgetConfig(Config):
     """Progressive budget learning (Sec. III-B): routing, Gumbel temperature and budget loss."""
@@ -109,7 +118,7 @@ class BudgetConfig(Config):
     steps: int = 60
     lr: float = 2e-4
     router_lr: float = 3e-3  # the routing MLP learns faster than the autoencoder; 0 = lr
-    routing: str = "dynamic"
+    routing: str = "dynamic"  # dynamic (PVQAE) | coarse | median | fine: fixed, the same-network static VQ
     disc_start: int = 0
     lambda_max: float = 1.25  # Fig. 5's optimum
     lambda_schedule: str = "linear"  # linear | cosine | constant (Table II)
@@ -120,6 +129,15 @@ class BudgetConfig(Config):
     budget_reduction: str = "mean"  # mean over patches | sum (the paper's literal form)
     tau: float = 1.0  # Gumbel-softmax temperature, annealed exponentially ...
     tau_min: float = 0.5  # ... to this over the stage; = tau disables annealing
+
+    def __post_init__(self):
+        if self.routing not in BUDGET_ROUTINGS:
+            raise ConfigError(f"budget.routing must be one of {', '.join(BUDGET_ROUTINGS)}, got {self.routing!r}")
+
+    @property
+    def fixed_level(self) -> int | None:
+        """The level of a fixed routing (the same-network static VQ), None for dynamic."""
+        return None if self.routing == "dynamic" else BUDGET_ROUTINGS.index(self.routing) - 1
 
     def tau_at(self, step: int) -> float:
         if self.tau_min >= self.tau or self.steps <= 1:
@@ -195,12 +213,42 @@ class AblationsConfig(Config):
     priors: tuple[str, ...] = ("none", "universal", "per-class")  # Table III
     lambda_schedules: tuple[str, ...] = ("constant", "cosine", "linear")  # Table II
     lambda_max: tuple[float, ...] = (0.5, 1.25, 2.0)  # Fig. 5 (linear schedule)
+    static_levels: tuple[str, ...] = ("coarse", "median", "fine")  # same-network static VQ: routing fixed
+
+    def __post_init__(self):
+        bad = [x for x in self.static_levels if x not in BUDGET_ROUTINGS[1:]]
+        if bad:
+            raise ConfigError(f"ablations.static_levels: {bad[0]!r} is not one of {', '.join(BUDGET_ROUTINGS[1:])}")
 
 
 @dataclasses.dataclass(frozen=True)
 class FiguresConfig(Config):
     SECTION = "figures"
     samples_per_class: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetedConfig(Config):
+    """Time-budgeted runs of PVQAE and the static VQ (:mod:`pvqae.benchmark.budgeted`: the GPU
+    study and the CPU scaling study); no pipeline stage reads it. Step counts follow from the
+    measured steps per second, so every schedule (lambda ramp, Gumbel temperature,
+    discriminator start) runs whole, compressed to the budget."""
+
+    SECTION = "budgeted"
+    seconds: float = 180.0  # training wall clock per model: PVQAE pre-training + budget learning; the static VQ alike
+    pretrain_share: float = 0.667  # PVQAE's share for pre-training (the paper's 20000 of 20000 + 10000 steps)
+    prior_seconds: float = 30.0  # the Budget Prior Transformer's own budget
+    calibration_steps: int = 10  # steps timed (after 3 untimed) to plan how many fit the budget
+    seed: int = 0  # training seed of the run
+
+    def __post_init__(self):
+        if self.seconds <= 0 or self.prior_seconds <= 0 or not 0 < self.pretrain_share < 1:
+            raise ConfigError("budgeted: seconds and prior_seconds must be > 0 and pretrain_share in (0, 1)")
+        if self.calibration_steps < 1:
+            raise ConfigError("budgeted.calibration_steps must be >= 1")
+
+
+NOT_PARAMS = ("image_size", "in_channels", "levels", "fixed_level")  # model keys set by data and the method
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +270,7 @@ class Params(Config):
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     ablations: AblationsConfig = field(default_factory=AblationsConfig)
     figures: FiguresConfig = field(default_factory=FiguresConfig)
+    budgeted: BudgetedConfig = field(default_factory=BudgetedConfig)
 
     @classmethod
     def from_dict(cls, d, section=None, *, forbid=()):
@@ -231,7 +280,7 @@ class Params(Config):
         has_both = "model" in d and "data" in d  # a stage may get only some sections
         model = d.pop("model", None)
         out = super().from_dict(d, section)
-        model = ModelConfig.from_dict(model, "model", forbid=("image_size", "in_channels", "levels"))
+        model = ModelConfig.from_dict(model, "model", forbid=NOT_PARAMS)
         out = out.replace(model=model.replace(image_size=out.data.image_size, in_channels=out.data.channels))
         if not out.seeds or len(set(out.seeds)) != len(out.seeds):
             raise ConfigError(f"seeds: must be a non-empty list of distinct integers, got {list(out.seeds)}")

@@ -29,7 +29,7 @@ from pvqae.settings import BudgetConfig, PretrainConfig
 
 def train_autoencoder(model: PVQAE, stream: BatchStream, cfg: PretrainConfig, out_dir: Path, name: str, seed: int,
                       *, budget: BudgetConfig | None = None, fingerprint_extra: object = None, progress: bool = True,
-                      disc_state: dict | None = None) -> dict:
+                      disc_state: dict | None = None, deadline: float | None = None) -> dict:
     """Train ``model`` for ``cfg.steps`` steps; write ``out_dir/<name>.pt``, ``<name>_log.csv``
     and ``<name>_summary.json``.
 
@@ -37,19 +37,22 @@ def train_autoencoder(model: PVQAE, stream: BatchStream, cfg: PretrainConfig, ou
     :meth:`PretrainConfig.for_budget`); ``budget`` adds the router's learning rate, the Gumbel
     temperature schedule and the budget loss. ``disc_state`` initialises the discriminator
     (budget learning continues with the pre-trained one). Resumes an interrupted run of the
-    same configuration. Returns a summary (steps, seconds, images/s, final losses, code usage).
+    same configuration. ``deadline`` (a :func:`time.perf_counter` value) stops the loop early
+    once passed: a wall-clock cap for time-budgeted runs (:mod:`pvqae.benchmark.budgeted`);
+    the summary's ``steps`` then says how many ran. Returns a summary (steps, seconds,
+    images/s, final losses, code usage).
     """
     loss_fn = PVQAELoss.from_config(cfg, in_channels=model.cfg.in_channels, budget=budget)
     if loss_fn.discriminator is not None and disc_state is not None:
         loss_fn.discriminator.load_state_dict(disc_state)
     with distributed.on_device(model, loss_fn) as dev:  # the GPU when there is one; back on the CPU after
         return _train_autoencoder(model, loss_fn, dev, stream, cfg, budget, out_dir, name, seed, fingerprint_extra,
-                                  progress)
+                                  progress, deadline)
 
 
 def _train_autoencoder(model: PVQAE, loss_fn: PVQAELoss, dev: torch.device, stream: BatchStream, cfg: PretrainConfig,
                        budget: BudgetConfig | None, out_dir: Path, name: str, seed: int, fingerprint_extra: object,
-                       progress: bool) -> dict:
+                       progress: bool, deadline: float | None) -> dict:
     """The loop of :func:`train_autoencoder`, with ``model`` and ``loss_fn`` on ``dev``."""
     disc = loss_fn.discriminator
     params = model.generator_parameters()
@@ -69,15 +72,22 @@ def _train_autoencoder(model: PVQAE, loss_fn: PVQAELoss, dev: torch.device, stre
     net = distributed.wrap(model, find_unused_parameters=model.dynamic)  # DDP under torchrun, else the model
     disc_net = distributed.wrap(disc) if disc is not None else None
 
+    distributed.set_tf32(dev, cfg.tf32)
     model.train()
+    done = run.start
     bar = run.steps(progress)
     for step in bar:
+        if deadline is not None and time.perf_counter() > deadline:
+            bar.close()
+            print(f"[{name}] wall-clock budget spent after {step} of {cfg.steps} steps")
+            break
         b = {k: v.to(dev) for k, v in distributed.shard(stream.batch(step)).items()}
         x = b["image"]
         tau = budget.tau_at(step) if budget else 1.0
-        out = net(x, mode=cfg.routing, tau=tau, generator=seeds.generator("routing", seed, step)) if model.dynamic \
-            else net(x)
-        loss, logs = loss_fn(x, out, step=step, entropy=b["entropy"], last_layer=model.last_layer)
+        with distributed.autocast(dev, cfg.autocast):
+            out = net(x, mode=cfg.routing, tau=tau, generator=seeds.generator("routing", seed, step)) \
+                if model.dynamic else net(x)
+            loss, logs = loss_fn(x, out, step=step, entropy=b["entropy"], last_layer=model.last_layer)
         row: dict = {"step": step, **logs}
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -85,7 +95,8 @@ def _train_autoencoder(model: PVQAE, loss_fn: PVQAELoss, dev: torch.device, stre
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         if loss_fn.adversarial(step):
-            d_loss, d_logs = loss_fn(x, out, step=step, optimizer_idx=1, discriminator=disc_net)
+            with distributed.autocast(dev, cfg.autocast):
+                d_loss, d_logs = loss_fn(x, out, step=step, optimizer_idx=1, discriminator=disc_net)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -100,11 +111,12 @@ def _train_autoencoder(model: PVQAE, loss_fn: PVQAELoss, dev: torch.device, stre
             run.log.add(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", rec=f"{row['rec']:.4f}")
         run.step_done(step)
+        done = step + 1
     final = {"model": _cpu(model.state_dict()), "config": model.cfg.to_dict(), "train": cfg.to_dict(),
-             "budget": budget.to_dict() if budget else None, "steps": cfg.steps, "seed": seed}
+             "budget": budget.to_dict() if budget else None, "steps": done, "seed": seed}
     if disc is not None:
         final["disc"] = _cpu(disc.state_dict())
-    return run.finish(final, images_per_step=stream.batch_size,
+    return run.finish(final, images_per_step=stream.batch_size, steps_done=done,
                       extra={"codes_in_use": [q.codes_in_use() for q in model.quantizers]})
 
 

@@ -44,6 +44,19 @@ def resume_in_tmp(monkeypatch, tmp_path):
     monkeypatch.setattr(resumable, "RESUME_ROOT", tmp_path / "resume")
 
 
+@pytest.fixture
+def isolated_training(monkeypatch, tmp_path):
+    """A training test's setting: one torch thread (deterministic, fast on busy cores) and
+    resume checkpoints under tmp_path."""
+    import pvqae.resumable as resumable
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(resumable, "RESUME_ROOT", tmp_path / "resume")
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_data_params() -> dict:
     """The ``data`` section of params.yaml for a tiny synthetic set (2 classes, 32 px)."""
     return {

@@ -65,10 +65,12 @@ def tiny_repo(tmp_path_factory):
 
 
 DVC_STAGES = [s for s in STAGES if s != "variant"] + ["lambda_schedule@constant", "lambda_schedule@cosine",
-                                                       "lambda_schedule@linear", "lambda_max@0.5", "lambda_max@1.25"]
+                                                       "lambda_schedule@linear", "lambda_max@0.5", "lambda_max@1.25",
+                                                       "static_level@median"]
 FIGURES = ("prepare/samples", "pretrain/training_curves", "budget/level_fractions", "budget/routed_levels",
            "prior/routed_vs_prior", "evaluate/code_allocation", "evaluate/mean_metrics", "ablations/table3_priors",
-           "ablations/table2_lambda_schedule", "ablations/fig5_lambda_max", "qualitative/fig4_defect_maps",
+           "ablations/table2_lambda_schedule", "ablations/fig5_lambda_max", "ablations/same_network_tradeoff",
+           "qualitative/fig4_defect_maps",
            "qualitative/level_maps_per_class")
 
 
@@ -124,14 +126,27 @@ def test_metrics_have_every_key_per_class_and_method(tiny_repo):
     assert set(bl["results"]) == {"median_filter", "ae_ssim", "patchcore", "padim", "patch_ae", "vq_flow"}
     for r in bl["results"].values():
         _check_result(r)
+    sv = json.loads((repo / "reports" / "metrics" / "score_variants.json").read_text())
+    from pvqae.scoring import SCORE_VARIANTS
+
+    assert sv["chosen_on_validation"] in SCORE_VARIANTS and set(sv["test"]) == set(SCORE_VARIANTS)
+    assert sv["validation_images"]["normal"] > 0 and sv["validation_images"]["defective"] > 0
+    assert sv["test"]["product"]["mean"] == ev["pvqae"]["mean"]  # the paper's score is the main result
+    for sp in ("validation", "test"):
+        for r in sv[sp].values():
+            _check_result(r)
     ab = json.loads((repo / "reports" / "metrics" / "ablations.json").read_text())
     assert set(ab["priors"]) == {"none", "universal", "per-class"}
     assert set(ab["lambda_schedule"]) == {"constant", "cosine", "linear"}
     assert set(ab["lambda_max"]) == {"0.5", "1.25"}
     assert set(ab["static_vs_pvqae"]) == {"static_vq", "pvqae"}
-    for group in ("priors", "lambda_schedule", "lambda_max", "static_vs_pvqae"):
+    assert set(ab["same_network_static"]) == {"median"}
+    for group in ("priors", "lambda_schedule", "lambda_max", "static_vs_pvqae", "same_network_static"):
         for r in ab[group].values():
             _check_result(r)
+    # the same-network static VQ at the median level: 4 codes per coarse patch of the 8 x 8 grid
+    assert ab["same_network_static"]["median"]["codes_per_image"] == 4 * 8 * 8
+    assert 8 * 8 <= ev["pvqae"]["codes_per_image"] <= 16 * 8 * 8
     # the main settings are the main run, not retrained
     assert ab["lambda_schedule"]["linear"]["mean"] == ev["pvqae"]["mean"] == ab["lambda_max"]["1.25"]["mean"]
     assert ab["priors"]["per-class"]["mean"] == ev["pvqae"]["mean"]
@@ -165,6 +180,10 @@ def test_tables_have_their_rows(tiny_repo):
                             ("ablations/table2_lambda_schedule", "lambda schedule", ["constant", "cosine", "linear"]),
                             ("ablations/fig5_lambda_max", "lambda_max", ["0.5", "1.25"]),
                             ("ablations/static_vs_pvqae", "method", ["static VQ (VQ-E style)", "PVQAE"]),
+                            ("ablations/same_network_static", "model", ["static median", "PVQAE lambda_max 0.5",
+                                                                        "PVQAE lambda_max 1.25"]),
+                            ("evaluate/score_variants", "score", ["product (paper)", "rec", "one_plus_ce",
+                                                                  "soft_ce", "bilinear"]),
                             ("report/table3_priors", "prior", ["none", "universal", "per-class"]),
                             ("report/table2_lambda_schedule", "lambda schedule", ["constant", "cosine", "linear"])):
         assert [r[key] for r in _rows(tables / f"{stem}.csv")] == want, stem
@@ -177,7 +196,9 @@ def test_report_embeds_every_table_and_figure(tiny_repo):
     repo, _, _ = tiny_repo
     md = (repo / "reports" / "REPORT.md").read_text()
     for title in ("Table I", "Paper vs ours", "Table II", "Fig. 5", "Table III", "Core claim", "Code allocation",
-                  "Run times"):
+                  "Run times", "Core claim, fair ablation: same-network static VQ vs PVQAE", "codes / image",
+                  "Score variants (diagnostic; selected on the label-free validation split)",
+                  "Chosen on the label-free validation split"):
         assert title in md, title
     for fig in ("qualitative/fig4_defect_maps", "ablations/fig5_lambda_max", "evaluate/code_allocation"):
         assert f"](figures/{fig}.png)" in md, fig
@@ -206,8 +227,10 @@ def test_second_repro_skips_and_a_param_change_reruns_only_downstream(tiny_repo)
     ran = {name for name in STAGES if f"Running stage '{name}'" in out}
     ran |= {s for s in DVC_STAGES if f"Running stage '{s}'" in out}
     # the ablation variants train their own priors with the same prior params
+    # (the fixed-routing static level trains no prior but shares the variant stage's params)
     assert ran == {"prior", "evaluate", "ablations", "figures", "report", "lambda_schedule@constant",
-                   "lambda_schedule@cosine", "lambda_max@0.5", "lambda_schedule@linear", "lambda_max@1.25"}, out
+                   "lambda_schedule@cosine", "lambda_max@0.5", "lambda_schedule@linear", "lambda_max@1.25",
+                   "static_level@median"}, out
 
 
 def test_explorer_notebook_runs_headless_on_the_pipeline_outputs(tiny_repo, tmp_path):

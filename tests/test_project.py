@@ -33,7 +33,8 @@ def test_environment_yml_and_pyproject_pin_the_same_versions():
     assert pp["torch"] == "2.13.0"
 
 
-VARIANT_STAGES = {"lambda_schedule": "ablations.lambda_schedules", "lambda_max": "ablations.lambda_max"}
+VARIANT_STAGES = {"lambda_schedule": "ablations.lambda_schedules", "lambda_max": "ablations.lambda_max",
+                  "static_level": "ablations.static_levels"}
 
 
 def test_dvc_yaml_is_generated_from_the_stage_declarations():

@@ -311,3 +311,42 @@ def test_scoring_runs_encoder_and_decoder_channels_last_and_training_does_not(le
     assert out.recon.is_contiguous() and out.rec_map.is_contiguous()  # callers get plain tensors
     model.train()(x)
     assert seen["enc"].is_contiguous() and seen["dec"].is_contiguous()
+
+
+# --- score variants (issue 13's diagnostic table) -------------------------------------------
+
+def _model_and_prior():
+    from pvqae.prior import BudgetPriorTransformer, PriorConfig
+
+    torch.manual_seed(0)
+    model = PVQAE(_cfg()).eval()
+    prior = BudgetPriorTransformer.from_config(PriorConfig(mode="per-class", dim=16, heads=2), grid=G,
+                                               num_classes=2).eval()
+    return model, prior
+
+
+def test_score_variants_agree_with_score_batch():
+    from pvqae.scoring import SCORE_VARIANTS, score_variants
+
+    model, prior = _model_and_prior()
+    x, c = _x(3), torch.tensor([0, 1, 0])
+    cfg = ScoreConfig()
+    out = score_variants(model, x, c, prior, cfg)
+    assert list(out) == list(SCORE_VARIANTS)
+    for name, variant_cfg in (("product", cfg), ("rec", cfg.replace(combine="rec")),
+                              ("bilinear", cfg.replace(budget_upsample="bilinear"))):
+        ref = score_batch(model, x, c, prior, variant_cfg)
+        assert torch.allclose(out[name][0], ref.score_map, atol=1e-6), name
+        assert torch.allclose(out[name][1], ref.image_score, atol=1e-6), name
+    # (1 + CE) x S_rec >= S_rec everywhere (CE >= 0 and the smoothing is a positive kernel)
+    assert bool((out["one_plus_ce"][0] >= out["rec"][0] - 1e-6).all())
+    soft_map, soft_img = out["soft_ce"]
+    assert soft_map.shape == (3, SIZE, SIZE) and bool(torch.isfinite(soft_map).all()) and bool((soft_img >= 0).all())
+
+
+def test_score_variants_need_a_prior():
+    from pvqae.scoring import score_variants
+
+    model, _ = _model_and_prior()
+    with pytest.raises(ValueError, match="need a PVQAE with a prior"):
+        score_variants(model, _x(1), None, None)

@@ -38,11 +38,11 @@ from pvqae.benchmark.speed import (
     run,
     state_dict_mb,
 )
-from pvqae.benchmark.tables import accuracy_table, table
+from pvqae.benchmark.tables import accuracy_table, budgeted_table, table
 from pvqae.records import write_json
 
 __all__ = ["BASELINE_TARGETS", "FLOOR", "PVQAE", "TARGETS", "DataConfig", "Params", "PatchCore", "accuracy",
-           "accuracy_table", "auroc_by_defect", "baseline_speed", "baselines_record", "codes_per_image",
+           "accuracy_table", "auroc_by_defect", "budgeted_table", "baseline_speed", "baselines_record", "codes_per_image",
            "dataset_tag", "profile_params", "resize_profile", "run", "state_dict_mb", "table", "write"]
 
 

@@ -199,6 +199,9 @@ def accuracy(reports: Path, params: dict | None = None, targets: dict | None = N
     if has_baselines:
         out["baselines"] = baselines_record(reports, dataset_tag(out), params)
         out.setdefault("seeds", out["baselines"]["seeds"])
+    for part, rel in (("score_variants", "metrics/score_variants.json"), ("ablations", "metrics/ablations.json")):
+        if (reports / rel).is_file():  # the diagnostic score table; Tables II-III, Fig. 5, the fair static ablation
+            out[part] = _load(reports, rel)
     return out
 
 

@@ -27,6 +27,8 @@ def accuracy_table(out_dir: Path) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(Path(out_dir).glob("accuracy_*.json")):
         r = json.loads(p.read_text())
+        if r.get("benchmark") == "accuracy_budgeted":  # time-budgeted runs: budgeted_table
+            continue
         if "baselines" in r:
             base += _baseline_rows(r)
         if "pvqae" not in r:
@@ -117,3 +119,41 @@ def table(out_dir: Path) -> str:
                                for m in ("patchcore", "padim", "patch_ae", "vq_flow", "pvqae_f"))
             base.append(f"| {r['profile']} | {r['image_size']} px | {b['backbone']} | {cells} |")
     return "\n".join(rows + (base if len(base) > 5 else [])) + "\n"
+
+
+def budgeted_table(out_dir: Path) -> str:
+    """Markdown tables of the time-budgeted runs (``accuracy_*.json`` with ``benchmark:
+    accuracy_budgeted``, e.g. the GPU study) and of every ``scaling_*.json``."""
+    rows = ["| dataset | profile | image | device | budget s per model | steps PVQAE pretrain + budget / static VQ "
+            "| PVQAE image / pixel AUROC | static VQ image / pixel | train steps/s (pretrain) | peak GPU MB "
+            "| full schedule, hours (extrapolated) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in sorted(Path(out_dir).glob("accuracy_*.json")):
+        r = json.loads(p.read_text())
+        if r.get("benchmark") != "accuracy_budgeted":
+            continue
+        pv, st = r["pvqae"], r["static_vq"]
+        plan = r["plan"]
+        est = (r.get("full_schedule_estimate") or {}).get("hours") or {}
+        mem = r.get("peak_gpu_memory_mb")
+        rate = pv["train_steps_per_second"].get("pvqae_pretrain")
+        rows.append(f"| {r['dataset']} | {r['profile']} | {r['image_size']} px | {r.get('gpu') or 'CPU'} "
+                    f"| {r['budgeted']['seconds']:.0f} | {plan['pvqae_pretrain']} + {plan['pvqae_budget']} / "
+                    f"{plan['static_vq']} | {_pm(pv, 'image_auroc')} / {_pm(pv, 'pixel_auroc')} "
+                    f"| {_pm(st, 'image_auroc')} / {_pm(st, 'pixel_auroc')} | {'-' if rate is None else f'{rate:.2f}'} "
+                    f"| {'-' if mem is None else f'{mem:.0f}'} | "
+                    + (f"{est['pvqae']:.2f} + {est['static_vq']:.2f}" if est else "-") + " |")
+    sc = ["", "Scaling (one seed; the schedule fractions train fixed steps, the sizes get the reference fraction's "
+          "wall time):", "",
+          "| dataset | profile | series | image | ch | fraction of schedule | steps PVQAE pretrain + budget / static VQ "
+          "| PVQAE training s | PVQAE image / pixel AUROC | static VQ image / pixel |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in sorted(Path(out_dir).glob("scaling_*.json")):
+        r = json.loads(p.read_text())
+        for row in r["rows"]:
+            plan, pv, st = row["plan"], row["pvqae"], row["static_vq"]
+            frac = "-" if row["fraction"] is None else f"{row['fraction']:g}"
+            sc.append(f"| {r['dataset']} | {r['profile']} | {row['series']} | {row['image_size']} px | {row['ch']} "
+                      f"| {frac} | {plan['pvqae_pretrain']} + {plan['pvqae_budget']} / {plan['static_vq']} "
+                      f"| {pv['train_seconds']:.0f} | {_pm(pv, 'image_auroc')} / {_pm(pv, 'pixel_auroc')} "
+                      f"| {_pm(st, 'image_auroc')} / {_pm(st, 'pixel_auroc')} |")
+    return "\n".join((rows if len(rows) > 2 else []) + (sc if len(sc) > 5 else [])) + "\n"

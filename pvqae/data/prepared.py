@@ -95,14 +95,15 @@ def prepare(data: DataConfig | dict, out_dir: Path, seed: int, progress: bool = 
         masks[i] = m
     ent = data.entropy
     grid = data.coarse_grid
-    entropy = batch_patch_entropies(images.astype(np.float32) / 255.0, grid, wavelet=ent.wavelet,
-                                               level=ent.level, noise_floor=ent.noise_floor)
     class_index = np.array([classes.index(s.cls) for s in samples], np.int64)
     split_codes = np.array([SPLIT_CODES[x] for x in splits], np.int64)
+    # the noise floor: fixed, or calibrated on the training normals' own noise (never a test image)
+    floor, floor_info = ent.calibrated(images[split_codes == SPLIT_CODES["train"]].astype(np.float32) / 255.0)
+    entropy = batch_patch_entropies(images.astype(np.float32) / 255.0, grid, wavelet=ent.wavelet,
+                                    level=ent.level, noise_floor=floor)
     val = validation_defects(images, class_index, split_codes, seed)
     val_entropy = batch_patch_entropies(val["images"].astype(np.float32) / 255.0, grid,
-                                                   wavelet=ent.wavelet, level=ent.level,
-                                                   noise_floor=ent.noise_floor)
+                                        wavelet=ent.wavelet, level=ent.level, noise_floor=floor)
     np.savez(out_dir / "arrays.npz", images=images, masks=masks,
              labels=np.array([s.label for s in samples], np.int64), class_index=class_index, split=split_codes,
              entropy=entropy.astype(np.float32), val_defect_source=val["source"], val_defect_images=val["images"],
@@ -110,7 +111,7 @@ def prepare(data: DataConfig | dict, out_dir: Path, seed: int, progress: bool = 
              val_defect_kind=np.array(val["kinds"], dtype="U16"))
     manifest = {
         "dataset": data.dataset, "root": str(root), "classes": classes, "image_size": size, "channels": ch,
-        "coarse_grid": grid, "seed": seed,
+        "coarse_grid": grid, "seed": seed, "entropy": floor_info,
         "counts": {sp: int(sum(1 for x in splits if x == sp)) for sp in SPLIT_CODES},
         "validation_defects": {k: val["kinds"].count(k) for k in sorted(set(val["kinds"]))},
         "summary": summarize(samples),

@@ -141,6 +141,15 @@ def load_split(paths: dict, split: str) -> dict:
     return as_model_input(load_prepared(paths["prepared"], split), out_path(paths, "features"))
 
 
+def load_validation_split(paths: dict) -> dict:
+    """The label-free validation split (held-out normals, then their synthetically defective
+    copies; :func:`pvqae.data.prepared.load_validation`) as the autoencoder reads it."""
+    from pvqae.data.prepared import load_validation
+    from pvqae.features import as_model_input
+
+    return as_model_input(load_validation(paths["prepared"]), out_path(paths, "features"), validation=True)
+
+
 def stage_params(stage: str, params: dict | None = None) -> dict:
     """The params.yaml sections a stage reads (what the runner injects into its notebook),
     plus ``profile``."""

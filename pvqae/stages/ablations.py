@@ -1,6 +1,8 @@
 """Stage ``ablations`` (Sec. IV-D): Table II (lambda schedule) and Fig. 5 (lambda_max sweep)
 from the variant stages; Table III (normal budget priors: none / universal / per-class on the
-same trained autoencoder, only the prior differs, Sec. IV-D2); static VQ vs PVQAE."""
+same trained autoencoder, only the prior differs, Sec. IV-D2); static VQ vs PVQAE, and the
+same-network static VQ at each level beside the lambda_max sweep (detection vs codes per
+image: the paper's expressiveness / compactness trade-off)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ STAGE = Stage("ablations", "08_ablations.py", params=("seed", "seeds", "budget",
 
 
 def _brief(r: dict) -> dict:
-    return {k: r[k] for k in ("mean", "std", "per_class", "per_class_std", "n_seeds") if k in r}
+    return {k: r[k] for k in ("mean", "std", "per_class", "per_class_std", "n_seeds", "codes_per_image") if k in r}
 
 
 def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
@@ -62,6 +64,14 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
     priors = {m: ev_metrics["pvqae"] if m == main_mode else aggregate_seeds(per_seed[m]) for m in ab.priors}
     md["table3"] = write_table(report.ablation_rows("prior", priors), tables / "table3_priors",
                                "Table III: normal budget priors (mean over classes, %)", note=f"seeds {seeds}.")
+    statics = {x: variant_result(variants, "static_level", x, ev_metrics) for x in ab.static_levels}
+    tradeoff = {**{f"static {x}": v for x, v in statics.items()},
+                **{f"PVQAE lambda_max {k:g}": v for k, v in sweep.items()}}
+    md["same_network"] = write_table(report.tradeoff_rows(tradeoff), tables / "same_network_static",
+                                     "Same-network static VQ vs PVQAE: detection and codes per image",
+                                     note="static: PVQAE's network and pre-training, budget learning with the routing "
+                                          "fixed to one level, no prior (S = its L2 error); PVQAE: the lambda_max "
+                                          f"sweep; same steps; seeds {seeds}.")
     core = {m: ev_metrics[m] for m in ("static_vq", "pvqae")}
     md["core"] = write_table(report.ablation_rows("method", core), tables / "static_vs_pvqae",
                              "Static VQ vs PVQAE (mean over classes, %)",
@@ -70,6 +80,8 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
                 "lambda_schedule": {k: _brief(v) for k, v in schedules.items()},
                 "lambda_max": {str(k): _brief(v) for k, v in sweep.items()},
                 "priors": {k: _brief(v) for k, v in priors.items()},
-                "static_vs_pvqae": {k: _brief(v) for k, v in core.items()}},
+                "static_vs_pvqae": {k: _brief(v) for k, v in core.items()},
+                "same_network_static": {k: _brief(v) for k, v in statics.items()}},
                out_path(paths, "metrics") / "ablations.json")
-    return {"schedules": schedules, "sweep": sweep, "priors": priors, "core": core, "tables": md}
+    return {"schedules": schedules, "sweep": sweep, "priors": priors, "core": core, "statics": statics,
+            "tables": md}

@@ -1,5 +1,7 @@
 """Stage ``budget``: progressive budget learning (Sec. III-B) from the pre-trained
-autoencoder: dynamic routing (Gumbel-softmax), budget loss weighted by lambda(t)."""
+autoencoder: dynamic routing (Gumbel-softmax), budget loss weighted by lambda(t). The
+variant stage reuses :func:`learn_budget` for the ablations, the same-network static VQ
+(routing fixed to one level) included."""
 
 from __future__ import annotations
 
@@ -25,9 +27,11 @@ STAGE = Stage("budget", "03_budget_learning.py", params=("seed", "seeds", "pretr
 
 def learn_budget(cfg: Params, train: dict, val: dict, pretrained: Path, out_dir: Path, seed: int,
                  progress: bool = True) -> tuple[PVQAE, dict]:
-    """Budget learning of one seed from ``pretrained``; writes ``out_dir/pvqae.pt``."""
+    """Budget learning of one seed from ``pretrained``; writes ``out_dir/pvqae.pt``. With a
+    fixed ``budget.routing`` (coarse | median | fine) the same network learns with its routing
+    fixed to that level instead: the same-network static VQ of the core claim's ablation."""
     torch.manual_seed(seed)
-    model = PVQAE.from_checkpoint(pretrained).train()
+    model = PVQAE.from_checkpoint(pretrained, fixed_level=cfg.budget.fixed_level).train()
     train_cfg = cfg.pretrain.for_budget(cfg.budget)
     stream = train_stream(train, train_cfg.batch_size, seed + 1, train_cfg.augment_jitter)
     summary = train_autoencoder(model, stream, train_cfg, out_dir, "pvqae", seed, budget=cfg.budget,

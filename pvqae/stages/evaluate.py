@@ -5,18 +5,28 @@ seeds, and the code allocation of normal vs defective images."""
 from __future__ import annotations
 
 from pvqae import report
-from pvqae.evaluation import aggregate_seeds, code_allocation, evaluate_scores, score_split
+from pvqae.evaluation import aggregate_seeds, code_allocation, evaluate_scores, score_split, score_variants_split
 from pvqae.model import PVQAE
 from pvqae.prior import BudgetPriorTransformer, load_prior
 from pvqae.records import save_scores, write_json, write_table
+from pvqae.scoring import SCORE_VARIANTS
 from pvqae.settings import EvaluateConfig, Params
-from pvqae.stages import AUTOENCODER_DEPS, PATHS, SCORING_DEPS, Stage, load_split, out_path, seed_dir
+from pvqae.stages import (
+    AUTOENCODER_DEPS,
+    PATHS,
+    SCORING_DEPS,
+    Stage,
+    load_split,
+    load_validation_split,
+    out_path,
+    seed_dir,
+)
 
 STAGE = Stage("evaluate", "05_evaluate.py", params=("seed", "seeds", "prior", "evaluate"),
               deps=(*AUTOENCODER_DEPS, *SCORING_DEPS, "pvqae/report.py", "pvqae/plots.py", PATHS["prepared"], PATHS["pretrain_models"],
                     PATHS["budget_models"], PATHS["prior_models"]),
               outs=(PATHS["scores"], f"{PATHS['tables']}/evaluate", f"{PATHS['figures']}/evaluate"),
-              metrics=(f"{PATHS['metrics']}/evaluate.json",))
+              metrics=(f"{PATHS['metrics']}/evaluate.json", f"{PATHS['metrics']}/score_variants.json"))
 METHODS = ("pvqae", "static_vq")
 
 
@@ -26,7 +36,18 @@ def evaluate_model(model: PVQAE, prior: BudgetPriorTransformer | None, test: dic
     sc = score_split(model, test, prior, ev.score, ev.batch_size, progress=progress, desc=desc)
     res = evaluate_scores(test, sc, ev.fpr_limit)
     res["inference_images_per_second"] = sc["images_per_second"]
+    res["codes_per_image"] = codes_per_image(model, sc["routed"])
     return sc, res
+
+
+def codes_per_image(model: PVQAE, routed) -> float:
+    """Mean codes per test image: a coarse patch takes 1 code, a median 4, a fine 16 (PVQAE's
+    routed budget); a static VQ its grid."""
+    import numpy as np
+
+    if routed is None:
+        return float(model.sizes[0] ** 2)
+    return float(np.mean((4.0 ** np.asarray(routed)).sum((1, 2))))
 
 
 def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
@@ -47,6 +68,7 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
         for name, sc in scores[s].items():
             save_scores(sc, test, seed_dir(out_path(paths, "scores"), s) / f"{name}.npz")
     seeds = list(cfg.seeds)
+    variants = score_variant_table(cfg, paths, test, progress)
     results = {m: aggregate_seeds([per_seed[s][m] for s in seeds]) for m in METHODS}
     write_json({**results, "seeds": seeds, "per_seed": {f"seed{s}": r for s, r in per_seed.items()}},
                out_path(paths, "metrics") / "evaluate.json")
@@ -62,4 +84,45 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
     alloc_md = write_table(alloc, tables / "code_allocation", "Fraction of coarse patches per level",
                            pct_cols=("coarse", "median", "fine"))
     return {"results": results, "scores": scores, "allocation": alloc, "table": md, "allocation_table": alloc_md,
-            "test": test}
+            "test": test, "variants": variants}
+
+
+def score_variant_table(cfg: Params, paths: dict, test: dict, progress: bool = True) -> dict:
+    """Issue 13's diagnostic: every score variant of PVQAE (:data:`SCORE_VARIANTS`) on the
+    label-free validation split and on the test split, per seed, aggregated; the variant with
+    the best validation image AUROC is recorded as *chosen on validation* (a variant, never the
+    paper's score unless it is ``product``). Writes ``score_variants.json`` and its table;
+    without a prior there is nothing to combine and the record says so."""
+    metrics_path = out_path(paths, "metrics") / "score_variants.json"
+    if cfg.prior.mode == "none":
+        rec = {"status": "prior mode none: S = S_rec, no variants", "seeds": list(cfg.seeds)}
+        write_json(rec, metrics_path)
+        return rec
+    val = load_validation_split(paths)
+    if not len(val["image"]) or len(set(val["label"].tolist())) < 2:
+        rec = {"status": "no label-free validation split (data.val_fraction holds out no image)",
+               "seeds": list(cfg.seeds)}
+        write_json(rec, metrics_path)
+        return rec
+    per = {sp: {k: [] for k in SCORE_VARIANTS} for sp in ("validation", "test")}
+    for s in cfg.seeds:
+        model = PVQAE.from_checkpoint(seed_dir(out_path(paths, "budget_models"), s) / "pvqae.pt")
+        prior = load_prior(seed_dir(out_path(paths, "prior_models"), s) / "prior.pt")
+        for sp, split in (("validation", val), ("test", test)):
+            scored = score_variants_split(model, split, prior, cfg.evaluate.score, cfg.evaluate.batch_size,
+                                          progress, desc=f"variants {sp} seed {s}")
+            for k, sc in scored.items():
+                per[sp][k].append(evaluate_scores(split, sc, cfg.evaluate.fpr_limit))
+    agg = {sp: {k: aggregate_seeds(v) for k, v in d.items()} for sp, d in per.items()}
+    chosen = max(SCORE_VARIANTS, key=lambda k: (agg["validation"][k]["mean"]["image_auroc"], k == "product"))
+    rec = {"seeds": list(cfg.seeds), "descriptions": SCORE_VARIANTS, "chosen_on_validation": chosen,
+           "selection_rule": "highest mean validation image AUROC (ties: the paper's product)",
+           "validation_images": {"normal": int((val["label"] == 0).sum()), "defective": int((val["label"] == 1).sum())},
+           **agg}
+    write_json(rec, metrics_path)
+    rows = report.score_variant_rows(rec)
+    rec["table"] = write_table(rows, out_path(paths, "tables") / "evaluate" / "score_variants",
+                               "PVQAE score variants (diagnostic): label-free validation vs test (%)",
+                               note=f"chosen on validation: {chosen} ({rec['selection_rule']}); the paper's score is "
+                                    f"product. Seeds {list(cfg.seeds)}.")
+    return rec

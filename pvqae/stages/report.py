@@ -15,6 +15,7 @@ from pvqae.records import machine_info, write_table
 from pvqae.settings import Params
 from pvqae.stages import ORDER, PATHS, Stage, out_path
 
+BENCHMARKS = "reports/benchmarks"  # committed benchmark records; the scaling study's go into the report
 _FIGURE_STAGES = ("prepare", "pretrain", "budget", "prior", "evaluate", "ablations", "qualitative")
 _EXECUTED = ("prepare", "features", "pretrain", "budget", "prior", "evaluate", "baselines", "ablations", "figures")
 STAGE = Stage("report", "10_report.py",
@@ -23,13 +24,16 @@ STAGE = Stage("report", "10_report.py",
                     PATHS["features"], PATHS["metrics"],
                     f"{PATHS['tables']}/evaluate", f"{PATHS['tables']}/ablations",
                     *(f"{PATHS['figures']}/{s}" for s in _FIGURE_STAGES),
-                    *(f"{PATHS['executed']}/{s}.ipynb" for s in _EXECUTED), PATHS["variants"], "pvqae/backbones"),
-              outs=(PATHS["report"], f"{PATHS['tables']}/report"))
+                    *(f"{PATHS['executed']}/{s}.ipynb" for s in _EXECUTED), PATHS["variants"], "pvqae/backbones",
+                    "pvqae/plots.py", BENCHMARKS),
+              outs=(PATHS["report"], f"{PATHS['tables']}/report", f"{PATHS['figures']}/report"))
 
 FIGURES = (
     ("Fig. 4: defect samples — image, ground truth, static-VQ and PVQAE score maps, routed and prior levels",
      "qualitative/fig4_defect_maps.png"),
     ("Fig. 5: lambda_max sweep", "ablations/fig5_lambda_max.png"),
+    ("Detection vs codes per image: same-network static VQ at each level and PVQAE's lambda_max sweep",
+     "ablations/same_network_tradeoff.png"),
     ("Code allocation per class: normal vs defective, routed vs prior", "evaluate/code_allocation.png"),
     ("Level maps of normal test images per class (routed | prior)", "qualitative/level_maps_per_class.png"),
     ("Table III as bars", "ablations/table3_priors.png"),
@@ -41,6 +45,24 @@ FIGURES = (
     ("Routed vs prior levels of held-out normal images", "prior/routed_vs_prior.png"),
     ("Dataset samples with DWT entropy", "prepare/samples.png"),
 )
+
+
+def scaling_sections(fig_dir, report_dir) -> list[str]:
+    """A section per committed scaling study (``reports/benchmarks/scaling_*.json``, issue
+    15): its figure, drawn here, and its generated sentence."""
+    from pvqae.paths import repo_path
+    from pvqae.plots import save_fig, scaling_figure
+
+    out = []
+    fig_dir.mkdir(parents=True, exist_ok=True)  # a DVC out, also when no scaling study is committed
+    for path in sorted(repo_path(BENCHMARKS).glob("scaling_*.json")):
+        rec = json.loads(path.read_text())
+        full = repo_path(BENCHMARKS) / f"accuracy_{rec['dataset']}_{rec['profile']}.json"
+        full_run = json.loads(full.read_text()) if full.is_file() else None
+        png = save_fig(scaling_figure(rec, full_run), fig_dir / path.stem)[0]
+        out.append(f"### {path.name}\n\n{report.claim_scaling(rec, full_run)}\n\n"
+                   + report.figure_md(f"Scaling with compute ({rec['dataset']})", png, report_dir))
+    return out
 
 
 def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
@@ -82,6 +104,7 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
     tabs = {
         # no paper numbers for these two: the ablations stage's tables as they are
         "static_vs_pvqae": (ablation_tables / "static_vs_pvqae.md").read_text(),
+        "same_network": (ablation_tables / "same_network_static.md").read_text(),
         "table2": write_table(report.ablation_rows("lambda schedule", ab["lambda_schedule"], "table2", dataset),
                               tables / "table2_lambda_schedule", ""),
         "fig5": (ablation_tables / "fig5_lambda_max.md").read_text(),
@@ -89,6 +112,9 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
                               tables / "table3_priors", ""),
         "allocation": (out_path(paths, "tables") / "evaluate" / "code_allocation.md").read_text(),
     }
+    variants_md = out_path(paths, "tables") / "evaluate" / "score_variants.md"
+    if variants_md.is_file():
+        tabs["variants"] = variants_md.read_text()
     orows = report.other_system_rows(dataset, results, backbone)
     if orows:
         tabs["other_systems"] = write_table(orows, tables / "other_systems", "")
@@ -99,6 +125,8 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
         "table2": report.claim_schedule(ab["lambda_schedule"]),
         "fig5": report.claim_sweep(sweep, report.paper_numbers()["fig5"]["peak_lambda_max"]),
         "table3": report.claim_priors(ab["priors"]),
+        "same_network": report.claim_same_network(ab["same_network_static"], sweep),
+        "variants": report.claim_variants(load("score_variants")),
     }
     header = {
         "profile": cfg.profile,
@@ -115,6 +143,7 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
     times = report.run_time_rows(out_path(paths, "executed"), out_path(paths, "variants"),
                                  [s for s in ORDER if s not in ("variant", "report")])
     md = report.build_report(header=header, times=times, table1_md=t1, paper_md=tp, texts=texts, tables_md=tabs,
-                             figures=[report.figure_md(t, figs / p, report_path.parent) for t, p in FIGURES])
+                             figures=[report.figure_md(t, figs / p, report_path.parent) for t, p in FIGURES],
+                             benchmarks=scaling_sections(figs / "report", report_path.parent))
     report_path.write_text(md)
     return {"table1": t1, "paper": tp, "texts": texts, "report": md}

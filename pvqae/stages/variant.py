@@ -1,10 +1,14 @@
-"""Stage ``variant``: one budget-learning ablation setting (Table II, Fig. 5; Sec. IV-D1).
+"""Stage ``variant``: one budget-learning ablation setting (Table II, Fig. 5; Sec. IV-D1) or
+one same-network static VQ (the core claim).
 
-dvc.yaml runs it once per setting of ``ablations.lambda_schedules`` and
-``ablations.lambda_max`` (foreach stages ``lambda_schedule@<x>``, ``lambda_max@<x>``): budget
-learning from the same pre-trained autoencoder with one param changed, then the prior and
-the evaluation, per seed, through the same functions as the main stages. A setting equal to
-the main run's is not trained again: its record says so and the tables reuse the main run.
+dvc.yaml runs it once per setting of ``ablations.lambda_schedules``, ``ablations.lambda_max``
+and ``ablations.static_levels`` (foreach stages ``lambda_schedule@<x>``, ``lambda_max@<x>``,
+``static_level@<level>``): budget learning from the same pre-trained autoencoder with one
+param changed, then the prior and the evaluation, per seed, through the same functions as
+the main stages. A static level is PVQAE's network with budget learning's routing fixed to
+that level (same pre-training, same steps, no prior: S = its reconstruction error). A
+setting equal to the main run's is not trained again: its record says so and the tables
+reuse the main run.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ STAGE = Stage("variant", "07_budget_variant.py", params=("seed", "seeds", "pretr
               deps=(*AUTOENCODER_DEPS, *SCORING_DEPS, "pvqae/stages/budget.py",
                     "pvqae/stages/prior.py", "pvqae/stages/evaluate.py", PATHS["prepared"], PATHS["pretrain_models"]),
               outs=(), foreach=(("lambda_schedule", "ablations.lambda_schedules", "budget.lambda_schedule"),
-                                ("lambda_max", "ablations.lambda_max", "budget.lambda_max")))
+                                ("lambda_max", "ablations.lambda_max", "budget.lambda_max"),
+                                ("static_level", "ablations.static_levels", "budget.routing")))
 
 
 def apply_overrides(params: dict, overrides: dict) -> dict:
@@ -85,7 +90,8 @@ def run(params: dict, name: str, overrides: dict, paths: dict = PATHS, progress:
             sd = seed_dir(out_dir, s)
             model, summ = learn_budget(vcfg, train, val, seed_dir(out_path(paths, "pretrain_models"), s)
                                        / "pvqae_pretrain.pt", sd, s, progress)
-            prior, psumm = learn_prior(model, train, val, vcfg.prior, sd / "prior.pt", s, progress)
+            prior, psumm = (None, {"mode": "none: routing fixed"}) if vcfg.budget.fixed_level is not None else \
+                learn_prior(model, train, val, vcfg.prior, sd / "prior.pt", s, progress)
             _, per_seed[s] = evaluate_model(model, prior, test, vcfg.evaluate, progress, desc=f"{name} {s}")
             summaries[f"seed{s}"] = {"budget": summ, "prior": {k: v for k, v in psumm.items() if k != "history"}}
         record.update(aggregate_seeds(list(per_seed.values())))
