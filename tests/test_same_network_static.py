@@ -98,3 +98,19 @@ def test_budget_learning_with_fixed_routing_trains_the_same_network(tmp_path):
     assert bool((loaded(train["image"][:2]).routing.levels == 1).all())
     changed = [n for n, p in loaded.named_parameters() if not torch.equal(p, dict(pre.named_parameters())[n])]
     assert changed and not any(n.startswith("router.") for n in changed)  # the router is not what learns
+
+
+def test_fair_ablation_verdict_uses_the_main_setting_not_the_best_of_the_sweep():
+    from pvqae.report import claim_same_network
+
+    def r(auroc, std, codes):
+        return {"mean": {"image_auroc": auroc}, "std": {"image_auroc": std}, "n_seeds": 3, "codes_per_image": codes}
+
+    statics = {"coarse": r(0.70, 0.001, 64), "median": r(0.69, 0.006, 256), "fine": r(0.68, 0.006, 1024)}
+    sweep = {0.75: r(0.64, 0.03, 170), 1.25: r(0.73, 0.02, 121), 1.75: r(0.79, 0.01, 96)}
+    text = claim_same_network(statics, sweep, 1.25)
+    assert "lambda_max 1.25 (121 codes / image)" in text and "static median (256)" in text
+    assert "+4.0 image AUROC points; holds in this run" in text and "beyond one std" in text
+    assert "spans 64.0-79.0" in text and "reported, not selected" in text
+    few = {"fine": r(0.68, 0.006, 64)}  # every static level cheaper than PVQAE: no fair comparison
+    assert "no comparison at equal or fewer codes" in claim_same_network(few, sweep, 1.25)

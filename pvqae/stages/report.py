@@ -125,7 +125,7 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
         "table2": report.claim_schedule(ab["lambda_schedule"]),
         "fig5": report.claim_sweep(sweep, report.paper_numbers()["fig5"]["peak_lambda_max"]),
         "table3": report.claim_priors(ab["priors"]),
-        "same_network": report.claim_same_network(ab["same_network_static"], sweep),
+        "same_network": report.claim_same_network(ab["same_network_static"], sweep, cfg.budget.lambda_max),
         "variants": report.claim_variants(load("score_variants")),
     }
     header = {
