@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print(benchmark.table(repo_path(args.out)))
             print(benchmark.accuracy_table(repo_path(args.out)))
             print(benchmark.budgeted_table(repo_path(args.out)))
+            print(benchmark.selection_table(repo_path(args.out)))
             return 0
         if args.accuracy:
             res = benchmark.accuracy(repo_path("reports"))

@@ -108,11 +108,17 @@ def parse_overrides(sets: list[str] | None) -> dict:
         if "=" not in s:
             raise ValueError(f"--set expects key=value, got {s!r}")
         k, v = s.split("=", 1)
-        value = yaml.safe_load(v)
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            value = float(value)  # YAML 1.1 reads 1e-6 (no dot) as a string
-        out[k.strip()] = value
+        out[k.strip()] = parse_value(v)
     return out
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value read as YAML, except that ``1e-6`` is a float (YAML 1.1 reads an
+    exponent without a dot as a string)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)
+    return value
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

@@ -83,3 +83,37 @@ def test_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match=r"baselines\.patch_ae\.feature_dimm: unknown key; did you mean feature_dim\?"):
         PatchAEConfig.from_dict({"feature_dimm": 3})
     assert PatchAEConfig.from_dict({"strides": [8, 16]}).strides == (8, 16)
+
+
+def test_neighbourhood_averages_the_endpoints_and_keeps_one_vector_per_patch(lite0):
+    x = textures(1)
+    torch.manual_seed(0)
+    plain = PatchAE(lite0, _cfg()).eval()
+    torch.manual_seed(0)
+    pooled = PatchAE(lite0, _cfg(neighbourhood=3)).eval()  # same weights: same seed, same shapes
+    a, b = plain.features(x), pooled.features(x)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    maps = lite0.endpoint_maps(x, (8, 16))
+    smooth = {s: torch.nn.functional.avg_pool2d(m, 3, 1, 1, count_include_pad=False) for s, m in maps.items()}
+    from pvqae.backbones import concat_aligned
+
+    torch.testing.assert_close(b, pooled.encoder(concat_aligned(smooth, (8, 16))))
+    assert pooled.reconstruct(x).shape == x.shape
+
+
+def test_bank_features_backbone_compares_the_trained_endpoints(lite0, tmp_path):
+    torch.manual_seed(0)
+    model = PatchAE(lite0, _cfg(bank_features="backbone", coreset_ratio=1.0))  # the whole bank
+    width = lite0.endpoints[8] + lite0.endpoints[16]
+    assert model.bank_dim == width and model.memory_bank.shape == (0, width)
+    x = textures(4)
+    train_patch_ae(model, x, BatchStream({"image": x, "entropy": torch.zeros(4, 1, 1)}, 4, 0), tmp_path, "pae", 0,
+                   progress=False)
+    assert model.memory_bank.shape[1] == width
+    out = model(x[:1])
+    torch.testing.assert_close(out.image_score, torch.zeros(1), atol=1e-3, rtol=0)  # a training image is in the bank
+    assert any((a - b).abs().max() > 0 for a, b in zip(model.backbone.parameters(), lite0.parameters()))
+    with pytest.raises(ValueError, match="finetune_backbone"):
+        PatchAE(lite0, _cfg(bank_features="backbone", finetune_backbone=False))
+    with pytest.raises(ValueError, match="bank_features"):
+        PatchAE(lite0, _cfg(bank_features="pixels"))

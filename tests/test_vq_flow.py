@@ -74,3 +74,15 @@ def test_positional_encoding_and_config():
     assert torch.equal(pe[4:, 0], pe[4:, 3]) and not torch.equal(pe[4:, :, 0], pe[4:, :, 3])  # columns
     with pytest.raises(ValueError, match=r"baselines\.vq_flow\.blokcs: unknown key; did you mean blocks\?"):
         VQFlowConfig.from_dict({"blokcs": 3})
+
+
+def test_neighbourhood_changes_what_the_flow_sees_not_the_shapes(lite0):
+    x = textures(2)
+    torch.manual_seed(0)
+    plain = VQFlow(lite0, _cfg(), seed=0)
+    torch.manual_seed(0)
+    pooled = VQFlow(lite0, _cfg(neighbourhood=3), seed=0)
+    za, _, _, _ = plain.latents(x)
+    zb, _, _, _ = pooled.latents(x)
+    assert [z.shape for z in za] == [z.shape for z in zb]
+    assert not torch.allclose(za[0], zb[0])

@@ -9,7 +9,9 @@ Read from the abstract and Fig. 2, and what is chosen here where they are silent
   concatenated with the stride-8 map, then two 1x1 convolution + ReLU layers give the learned
   feature vector of each stride-8 patch. *Chosen*: the backbone is fine-tuned with a 10x
   smaller learning rate, its BatchNorm statistics stay the ImageNet ones (eval mode), as is
-  usual when fine-tuning on small batches.
+  usual when fine-tuning on small batches. ``neighbourhood`` optionally averages each
+  endpoint map over a k x k window first (PatchCore's local aggregation); the decoder's
+  one-vector-one-patch mapping is unchanged.
 - **Decoder** (Fig. 2, pink): 1x1 convolution, activation, 1x1 convolution to the
   ``C x 8 x 8`` pixels of the image patch that feature vector covers; the patches are laid
   back side by side (pixel shuffle). Each patch is reconstructed from its own vector only
@@ -22,7 +24,11 @@ Read from the abstract and Fig. 2, and what is chosen here where they are silent
 - **Anomaly map**: the distance of each patch's learned feature to its nearest neighbour
   among the features of the normal training images (a memory bank, greedy coreset as in
   PatchCore), upsampled to pixels; the image score is the map's max (the study's shared
-  post-processing).
+  post-processing). *Open in the abstract*: which "learned feature representation" the
+  distance is taken in: the encoder's 1x1 output (``bank_features: encoder``) or the
+  multi-scale features of the backbone trained by the patch reconstruction
+  (``bank_features: backbone``, with ``finetune_backbone``); chosen per dataset on the
+  label-free validation split (:mod:`pvqae.benchmark.selection`).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from pvqae.resumable import ResumableRun
 from pvqae.strict_config import Config
 
 BYTES_PER_FLOAT = 4
+BANK_FEATURES = ("encoder", "backbone")
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,8 @@ class PatchAEConfig(Config):
     feature_dim: int = 128  # the learned feature vector of a patch
     decoder_hidden: int = 256  # the decoder's hidden 1x1 conv
     finetune_backbone: bool = True  # Fig. 2: the backbone layers are initialised, then trained
+    neighbourhood: int = 1  # local average of each endpoint map before the encoder (PatchCore's 3); 1 = off
+    bank_features: str = "encoder"  # the NN space: encoder (the learned 1x1 features) | backbone (its trained endpoints)
     steps: int = 150
     batch_size: int = 16
     lr: float = 1e-3
@@ -78,6 +87,13 @@ class PatchAE(nn.Module):
 
     def __init__(self, backbone: FeatureExtractor, cfg: PatchAEConfig, in_channels: int = 3):
         super().__init__()
+        if cfg.bank_features not in BANK_FEATURES:
+            raise ValueError(f"baselines.patch_ae.bank_features: {cfg.bank_features!r} is not one of "
+                             f"{', '.join(BANK_FEATURES)}")
+        if cfg.bank_features == "backbone" and not cfg.finetune_backbone:
+            raise ValueError("baselines.patch_ae.bank_features: backbone needs finetune_backbone: true (a frozen "
+                             "backbone's features do not depend on the patch reconstruction: that would be "
+                             "PatchCore, not Patch AE)")
         self.cfg = cfg
         self.in_channels = in_channels
         # a private copy when it is trained: other methods share the frozen one
@@ -89,7 +105,8 @@ class PatchAE(nn.Module):
                                      nn.Conv2d(cfg.hidden, cfg.feature_dim, 1), nn.ReLU())
         self.decoder = nn.Sequential(nn.Conv2d(cfg.feature_dim, cfg.decoder_hidden, 1), nn.ReLU(),
                                      nn.Conv2d(cfg.decoder_hidden, in_channels * self.patch ** 2, 1))
-        self.register_buffer("memory_bank", torch.zeros(0, cfg.feature_dim))
+        self.bank_dim = cfg.feature_dim if cfg.bank_features == "encoder" else width
+        self.register_buffer("memory_bank", torch.zeros(0, self.bank_dim))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As ``nn.Module.load_state_dict``; the memory bank takes the saved size."""
@@ -104,9 +121,23 @@ class PatchAE(nn.Module):
         self.backbone.eval()
         return self
 
+    def unified(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's multi-scale features unified on the first stride's grid (the
+        encoder's input): (N, width, ceil(S / 8), ceil(S / 8))."""
+        maps = self.backbone.endpoint_maps(x, self.cfg.strides)
+        k = self.cfg.neighbourhood
+        if k > 1:  # each position sees its k x k neighbourhood (PatchCore's local aggregation)
+            maps = {s: F.avg_pool2d(m, k, stride=1, padding=k // 2, count_include_pad=False) for s, m in maps.items()}
+        return concat_aligned(maps, self.cfg.strides)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Learned patch features (N, feature_dim, ceil(S / 8), ceil(S / 8)) of images in [0, 1]."""
-        return self.encoder(concat_aligned(self.backbone.endpoint_maps(x, self.cfg.strides), self.cfg.strides))
+        return self.encoder(self.unified(x))
+
+    def bank_vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """The vectors the nearest-neighbour map compares: (N, h, w, bank_dim)."""
+        f = self.features(x) if self.cfg.bank_features == "encoder" else self.unified(x)
+        return f.permute(0, 2, 3, 1)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Patch-wise reconstruction (N, C, S, S): each 8x8 patch decoded from its own feature vector."""
@@ -118,7 +149,7 @@ class PatchAE(nn.Module):
         """Memory bank: the learned features of the normal training images, greedy coreset."""
         self.eval()
         t0 = time.perf_counter()
-        feats = torch.cat([self.features(images[i:i + batch_size]).permute(0, 2, 3, 1).reshape(-1, self.cfg.feature_dim)
+        feats = torch.cat([self.bank_vectors(images[i:i + batch_size]).reshape(-1, self.bank_dim)
                            for i in tqdm(range(0, len(images), batch_size), desc="patch_ae bank",
                                          disable=not progress, leave=False)])
         n_keep = coreset_size(len(feats), self.cfg.coreset_ratio)
@@ -137,7 +168,7 @@ class PatchAE(nn.Module):
         learned feature to the memory bank, upsampled bilinearly."""
         if len(self.memory_bank) == 0:
             raise RuntimeError("Patch AE has an empty memory bank: train it (train_patch_ae) or load a checkpoint")
-        f = self.features(images).permute(0, 2, 3, 1)
+        f = self.bank_vectors(images)
         n, h, w, d = f.shape
         dist = nearest_distance(f.reshape(-1, d), self.memory_bank, 1024).view(n, h, w)
         return patch_scores_to_output(dist, tuple(images.shape[-2:]))
@@ -189,5 +220,7 @@ def train_patch_ae(model: PatchAE, train_images: torch.Tensor, stream: BatchStre
     final = {"model": model.state_dict(), "train": asdict(cfg), "in_channels": model.in_channels, "seed": seed,
              "steps": cfg.steps}
     summary = run.finish(final, images_per_step=stream.batch_size, extra=bank)
-    summary["seconds"] = summary.get("train_seconds", 0.0) + bank["bank_seconds"]
+    # the run's clock stops in finish(), after the bank: train_seconds already holds it
+    summary["seconds"] = summary.get("train_seconds", 0.0)
+    summary["reconstruction_seconds"] = summary["seconds"] - bank["bank_seconds"]
     return summary

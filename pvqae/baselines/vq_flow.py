@@ -13,7 +13,8 @@ What is kept of the method, on this project's EfficientNet-Lite0 (``pvqae.backbo
   concept-specific through the residual, as in the reference code.
 - **Flows**: per scale (strides 8 and 16), a FrEIA ``SequenceINN`` of ``AllInOneBlock``
   affine couplings (clamp 1.9, soft-plus global affine), conditioned at every block on
-  ``[h, prototype]``.
+  ``[h, prototype]``. ``neighbourhood`` k > 1 first averages each endpoint over k x k
+  positions (stride 1; the reference pools 3 x 3 with stride 2, halving the grid).
 - **Mixture of Gaussians on the prototypes**: the latent of an image of concept ``k`` is
   scored under ``N(mu_k, diag(sigma_k^2))`` with ``mu_k`` and ``log sigma_k`` linear maps of
   prototype ``k``.
@@ -62,6 +63,7 @@ class VQFlowConfig(Config):
     blocks: int = 4  # coupling blocks per flow
     subnet_hidden: int = 128
     clamp: float = 1.9
+    neighbourhood: int = 1  # k x k average of each endpoint before its flow (the reference pools 3 x 3); 1 = off
     vq_weight: float = 1.0
     steps: int = 150
     batch_size: int = 16
@@ -144,8 +146,9 @@ class VQFlow(nn.Module):
         proto = cpc.z_q[:, :, 0, 0]  # (N, d)
         vq = cpc.loss_map.mean()
         zs, logdets = [], []
+        k = self.cfg.neighbourhood
         for i, s in enumerate(self.cfg.strides):
-            x = feats[s]
+            x = feats[s] if k == 1 else F.avg_pool2d(feats[s], k, stride=1, padding=k // 2, count_include_pad=False)
             n, c, h, w = x.shape
             pp = self.pos_proto[i](torch.cat([positional_encoding(self.cfg.pos_dim, h, w).to(x).expand(n, -1, -1, -1),
                                               proto[:, :, None, None].expand(-1, -1, h, w)], 1))

@@ -6,7 +6,9 @@ One module per job:
   paper``; no data needed);
 - :mod:`.accuracy_record`: the accuracy record of a finished run (``python -m pvqae benchmark
   --accuracy``);
-- :mod:`.tables`: markdown tables of the JSON files (``python -m pvqae benchmark --table``).
+- :mod:`.tables`: markdown tables of the JSON files (``python -m pvqae benchmark --table``);
+- :mod:`.selection`: a baseline's settings chosen on the label-free validation split
+  (``python -m pvqae.benchmark.selection``).
 
 This package re-exports their public names (``benchmark.run``, ``benchmark.accuracy``,
 ``benchmark.table``, ...) and names the files (:func:`write`), which covers both kinds of
@@ -38,12 +40,12 @@ from pvqae.benchmark.speed import (
     run,
     state_dict_mb,
 )
-from pvqae.benchmark.tables import accuracy_table, budgeted_table, table
+from pvqae.benchmark.tables import accuracy_table, budgeted_table, selection_table, table
 from pvqae.records import write_json
 
 __all__ = ["BASELINE_TARGETS", "FLOOR", "PVQAE", "TARGETS", "DataConfig", "Params", "PatchCore", "accuracy",
            "accuracy_table", "auroc_by_defect", "budgeted_table", "baseline_speed", "baselines_record", "codes_per_image",
-           "dataset_tag", "profile_params", "resize_profile", "run", "state_dict_mb", "table", "write"]
+           "dataset_tag", "profile_params", "resize_profile", "run", "selection_table", "state_dict_mb", "table", "write"]
 
 
 def write(result: dict, out_dir: Path, suffix: str = "baselines") -> Path:

@@ -197,7 +197,7 @@ def baseline_speed(params: dict, image_size: int, channels: int, n_train: int, b
         elif m == "patch_ae":
             positions = math.ceil(image_size / model.patch) ** 2
             model.memory_bank = torch.randn(coreset_size(n_train * positions, model.cfg.coreset_ratio),
-                                            model.cfg.feature_dim)
+                                            model.bank_dim)
         with torch.no_grad():
             secs = _timed(lambda: model(x), repeats)
         kept = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}

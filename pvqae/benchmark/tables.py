@@ -157,3 +157,21 @@ def budgeted_table(out_dir: Path) -> str:
                       f"| {pv['train_seconds']:.0f} | {_pm(pv, 'image_auroc')} / {_pm(pv, 'pixel_auroc')} "
                       f"| {_pm(st, 'image_auroc')} / {_pm(st, 'pixel_auroc')} |")
     return "\n".join((rows if len(rows) > 2 else []) + (sc if len(sc) > 5 else [])) + "\n"
+
+
+def selection_table(out_dir: Path) -> str:
+    """Markdown table of every ``selection_*.json`` under ``out_dir``: per record each
+    candidate's validation image / pixel AUROC and AUPRO, the chosen one in bold."""
+    rows = ["| dataset | image | method | round | candidate | validation image / pixel AUROC | AUPRO | seconds |",
+            "|---|---|---|---|---|---|---|---|"]
+    records = [json.loads(p.read_text()) for p in Path(out_dir).glob("selection_*.json")]
+    for r in sorted(records, key=lambda r: (dataset_tag(r), r["image_size"], r["method"], r.get("round", 1))):
+        for c in r["candidates"]:
+            v = c["validation"]
+            setting = ", ".join(f"{k.rsplit('.', 1)[-1]}={val}" for k, val in c["setting"].items())
+            if c["setting"] == r["chosen"]:
+                setting = f"**{setting}** (chosen)"
+            rows.append(f"| {dataset_tag(r)} | {r['image_size']} px | {r['method']} | {r.get('round', 1)} | {setting} "
+                        f"| {100 * v['image_auroc']:.1f} / {100 * v['pixel_auroc']:.1f} | {100 * v['aupro']:.1f} "
+                        f"| {c['seconds']:.0f} |")
+    return "\n".join(rows) + "\n" if len(rows) > 2 else ""

@@ -1,0 +1,154 @@
+"""Choosing a baseline's settings without test labels: every candidate is trained on the
+normal training images and scored on the label-free validation split (the held-out normal
+images and their synthetically defective copies, :func:`pvqae.data.prepared.load_validation`),
+through the same harness as the baselines stage (:func:`pvqae.baselines.harness.run_method`).
+The test split is never loaded.
+
+The record names the candidates, each one's validation figures and training seconds, the rule
+and the choice; ``reports/benchmarks/selection_<dataset>_<size>px_<method>.json`` keeps it.
+Run from a checkout whose ``reports/prepared`` holds the dataset (``dvc repro prepare`` with
+its profile)::
+
+    python -m pvqae.benchmark.selection patch_ae \\
+        --grid baselines.patch_ae.finetune_backbone=true,false --out reports/benchmarks
+
+A grid key is a dotted params key; its comma-separated values are YAML-parsed (``[8, 16]``
+stays a list: commas inside brackets do not split). Candidates are the grid's product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from pvqae.baselines import METHODS, NEEDS_BACKBONE
+from pvqae.config import get_dotted, load_params, parse_value, set_dotted
+from pvqae.settings import Params
+
+RULE = "highest validation image AUROC, then pixel AUROC (the first listed candidate wins a tie)"
+FIGURES = ("image_auroc", "pixel_auroc", "aupro")
+
+
+def split_values(text: str) -> list:
+    """``"true,false"`` -> ``[True, False]``; ``"[8, 16],[8]"`` -> ``[[8, 16], [8]]``: commas
+    split values only outside brackets; each value is YAML-parsed (``1e-4`` is a float)."""
+    values, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            values.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    values.append(cur)
+    if any(not v.strip() for v in values):
+        raise ValueError(f"empty value in grid {text!r}")
+    return [parse_value(v) for v in values]
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """``["a.b=1,2", "c=x"]`` -> ``{"a.b": [1, 2], "c": ["x"]}``."""
+    grid = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--grid expects key=v1,v2,..., got {item!r}")
+        key, text = item.split("=", 1)
+        grid[key.strip()] = split_values(text)
+    return grid
+
+
+def candidates(params: dict, grid: dict[str, list]) -> list[dict]:
+    """The grid's product as ``{key: value}`` settings; every key must exist in ``params``
+    (a typo is an error naming it, before anything trains)."""
+    for key in grid:
+        try:
+            get_dotted(params, key)
+        except KeyError:
+            raise KeyError(f"--grid {key}: params.yaml has no such key") from None
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def choose(rows: list[dict]) -> dict:
+    """The :data:`RULE`'s candidate among ``rows`` (each with a ``validation`` mapping)."""
+    return max(rows, key=lambda r: (r["validation"]["image_auroc"], r["validation"]["pixel_auroc"]))
+
+
+def select(method: str, grid: dict[str, list], params: dict, prepared_dir: Path = Path("reports/prepared"),
+           seed: int = 0, progress: bool = True) -> dict:
+    """Train and validate every candidate of ``grid`` for ``method``; the selection record."""
+    from pvqae.backbones import load_backbone
+    from pvqae.baselines import harness
+    from pvqae.data.prepared import load_prepared, load_validation
+
+    if method not in METHODS:
+        raise ValueError(f"unknown baseline {method!r}; baselines are {', '.join(METHODS)}")
+    settings = candidates(params, grid)
+    train = load_prepared(prepared_dir, "train")
+    val = load_validation(prepared_dir)
+    base = Params.from_dict(params)
+    backbone = None
+    if method in NEEDS_BACKBONE:
+        bb = base.baselines
+        backbone, status = load_backbone(bb.backbone, bb.backbone_weights, bb.download_weights)
+        if backbone is None:
+            raise RuntimeError(f"{method} needs the pretrained backbone: {status}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, setting in enumerate(settings):
+            p = json.loads(json.dumps(params))
+            for k, v in setting.items():
+                set_dotted(p, k, v)
+            cfg = Params.from_dict(p)
+            t0 = time.perf_counter()
+            _, res, summary = harness.run_method(method, cfg.baselines, cfg.data, train, val, cfg.evaluate, seed,
+                                                 Path(tmp) / f"c{i}", backbone, progress)
+            rows.append({"setting": setting, "seconds": time.perf_counter() - t0,
+                         "train_seconds": summary.get("seconds", summary.get("train_seconds")),
+                         "validation": {k: res["mean"][k] for k in FIGURES}})
+            if progress:
+                print(json.dumps(rows[-1]), flush=True)
+    manifest = json.loads((Path(prepared_dir) / "manifest.json").read_text())
+    best = choose(rows)
+    return {"benchmark": "selection", "method": method, "dataset": manifest["dataset"], "classes": val["classes"],
+            "image_size": base.data.image_size, "profile": params.get("profile"), "seed": seed,
+            "split": "label-free validation (synthetic defects on held-out normal training images); no test image read",
+            "n_validation": {"normal": int((val["label"] == 0).sum()), "defective": int((val["label"] == 1).sum())},
+            "grid": grid, "rule": RULE, "candidates": rows, "chosen": best["setting"],
+            "chosen_validation": best["validation"]}
+
+
+def record_path(record: dict, out_dir: Path) -> Path:
+    """``<out_dir>/selection_<dataset>_<size>px_<method>.json``."""
+    from pvqae.benchmark.accuracy_record import dataset_tag
+
+    return Path(out_dir) / f"selection_{dataset_tag(record)}_{record['image_size']}px_{record['method']}.json"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("method", choices=METHODS)
+    ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="a dotted params key and its candidate values (repeatable; candidates = product)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prepared", type=Path, default=Path("reports/prepared"))
+    ap.add_argument("--out", type=Path, default=Path("reports/benchmarks"), help="folder of the record")
+    args = ap.parse_args(argv)
+    if not args.grid:
+        ap.error("give at least one --grid KEY=V1,V2")
+    record = select(args.method, parse_grid(args.grid), load_params(), args.prepared, args.seed)
+    from pvqae.records import write_json
+
+    path = record_path(record, args.out)
+    write_json(record, path)
+    print("chosen", record["chosen"], "->", path)
+    return path
+
+
+if __name__ == "__main__":
+    main()

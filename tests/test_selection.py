@@ -1,0 +1,86 @@
+"""Selection of a baseline's settings on the label-free validation split (no test labels)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pvqae.benchmark import selection
+from pvqae.config import load_params
+from tests.conftest import tiny_data_params
+
+
+def test_grid_values_split_outside_brackets_and_parse_as_yaml():
+    assert selection.split_values("true,false") == [True, False]
+    assert selection.split_values("[8, 16],[8]") == [[8, 16], [8]]
+    assert selection.split_values("0.001,1e-4") == [0.001, 1e-4]
+    assert selection.parse_grid(["a.b=1,2", "c=x"]) == {"a.b": [1, 2], "c": ["x"]}
+    with pytest.raises(ValueError, match="key=v1"):
+        selection.parse_grid(["no_equals"])
+    with pytest.raises(ValueError, match="empty value"):
+        selection.split_values("1,,2")
+
+
+def test_candidates_are_the_product_and_an_unknown_key_is_named():
+    params = load_params()
+    grid = {"baselines.patch_ae.finetune_backbone": [True, False], "baselines.patch_ae.steps": [10, 20, 30]}
+    rows = selection.candidates(params, grid)
+    assert len(rows) == 6 and rows[0] == {"baselines.patch_ae.finetune_backbone": True, "baselines.patch_ae.steps": 10}
+    with pytest.raises(KeyError, match="baselines.patch_ae.stepz"):
+        selection.candidates(params, {"baselines.patch_ae.stepz": [1]})
+
+
+def test_choose_takes_image_then_pixel_auroc():
+    rows = [{"setting": {"k": 1}, "validation": {"image_auroc": 0.9, "pixel_auroc": 0.5}},
+            {"setting": {"k": 2}, "validation": {"image_auroc": 0.9, "pixel_auroc": 0.7}},
+            {"setting": {"k": 3}, "validation": {"image_auroc": 0.8, "pixel_auroc": 0.99}}]
+    assert selection.choose(rows)["setting"] == {"k": 2}
+
+
+def test_select_scores_validation_only_and_records_the_choice(tmp_path, monkeypatch, isolated_training):
+    from pvqae.data import prepared
+
+    data = tiny_data_params()
+    data.update(image_size=32, patch_size=8, val_fraction=0.5)  # the default model: a 4 x 4 coarse grid
+    data["synthetic"].update(n_train=6)
+    prep = tmp_path / "prepared"
+    prepared.prepare(data, prep, seed=0, progress=False)
+    params = load_params()
+    params["data"] = data
+    splits_read = []
+    real = prepared.load_prepared
+
+    def spy(d, split):
+        splits_read.append(split)
+        return real(d, split)
+
+    monkeypatch.setattr(prepared, "load_prepared", spy)
+    record = selection.select("median_filter", {"baselines.median_filter.kernel": [3, 9]}, params, prep,
+                              progress=False)
+    assert "test" not in splits_read and set(splits_read) == {"train", "val"}
+    assert [r["setting"] for r in record["candidates"]] == [{"baselines.median_filter.kernel": 3},
+                                                            {"baselines.median_filter.kernel": 9}]
+    assert record["chosen"] == selection.choose(record["candidates"])["setting"]
+    n = record["n_validation"]
+    assert n["normal"] == n["defective"] > 0
+    # the two kernels give different maps, so different validation figures
+    a, b = (r["validation"] for r in record["candidates"])
+    assert a != b
+    path = selection.record_path(record, tmp_path)
+    assert path.name == "selection_synthetic_32px_median_filter.json"
+    json.dumps(record)  # serialisable as it is
+
+
+def test_selection_table_lists_every_candidate_and_marks_the_choice(tmp_path):
+    from pvqae.benchmark import selection_table
+
+    rows = [{"setting": {"baselines.vq_flow.steps": s}, "seconds": 10.0,
+             "validation": {"image_auroc": a, "pixel_auroc": 0.5, "aupro": 0.4}} for s, a in ((600, 0.9), (2000, 0.95))]
+    rec = {"benchmark": "selection", "method": "vq_flow", "dataset": "mtsd", "classes": ["mtsd"], "image_size": 128,
+           "candidates": rows, "chosen": selection.choose(rows)["setting"]}
+    (tmp_path / "selection_mtsd_128px_vq_flow.json").write_text(json.dumps(rec))
+    text = selection_table(tmp_path)
+    assert "| mtsd | 128 px | vq_flow | 1 | steps=600 | 90.0 / 50.0 | 40.0 | 10 |" in text
+    assert "**steps=2000** (chosen)" in text
+    assert selection_table(tmp_path / "none") == ""
