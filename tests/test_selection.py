@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import tiny_data_params
 
 from pvqae.benchmark import selection
 from pvqae.config import load_params
-from tests.conftest import tiny_data_params
 
 
 def test_grid_values_split_outside_brackets_and_parse_as_yaml():
