@@ -405,14 +405,16 @@ def tradeoff_rows(results: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def claim_same_network(statics: dict[str, dict], sweep: dict[float, dict], main: float | None = None) -> str:
+def claim_same_network(statics: dict[str, dict], sweep: dict[float, dict], main: float) -> str:
     """The core claim against the fair ablation: does PVQAE at the run's lambda_max (``main``,
     fixed before the run) beat the best same-network static level that uses at least as many
     codes, by more than the seed spread? The rest of the sweep is reported beside it, not
     selected from (picking its best on test would be test-set selection)."""
     if not statics or not sweep:
         return "Same-network static VQ: not run."
-    main = main if main in sweep else sorted(sweep)[len(sweep) // 2]
+    if main not in sweep:
+        return (f"Same-network static VQ: no verdict; the run's lambda_max {main:g} is not one of the sweep's "
+                f"({', '.join(f'{k:g}' for k in sorted(sweep))}); add it to ablations.lambda_max.")
     r = sweep[main]
     codes = r.get("codes_per_image")
     rivals = [(k, s) for k, s in statics.items() if codes is not None and s.get("codes_per_image") is not None

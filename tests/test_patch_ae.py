@@ -113,7 +113,10 @@ def test_bank_features_backbone_compares_the_trained_endpoints(lite0, tmp_path):
     out = model(x[:1])
     torch.testing.assert_close(out.image_score, torch.zeros(1), atol=1e-3, rtol=0)  # a training image is in the bank
     assert any((a - b).abs().max() > 0 for a, b in zip(model.backbone.parameters(), lite0.parameters()))
-    with pytest.raises(ValueError, match="finetune_backbone"):
-        PatchAE(lite0, _cfg(bank_features="backbone", finetune_backbone=False))
-    with pytest.raises(ValueError, match="bank_features"):
-        PatchAE(lite0, _cfg(bank_features="pixels"))
+    from pvqae.settings import BaselinesConfig
+    from pvqae.strict_config import ConfigError
+
+    with pytest.raises(ConfigError, match="finetune_backbone"):  # when params are read, before anything runs
+        BaselinesConfig.from_dict({"patch_ae": {"bank_features": "backbone", "finetune_backbone": False}})
+    with pytest.raises(ConfigError, match="bank_features must be one of encoder, backbone"):
+        _cfg(bank_features="pixels")

@@ -114,3 +114,4 @@ def test_fair_ablation_verdict_uses_the_main_setting_not_the_best_of_the_sweep()
     assert "spans 64.0-79.0" in text and "reported, not selected" in text
     few = {"fine": r(0.68, 0.006, 64)}  # every static level cheaper than PVQAE: no fair comparison
     assert "no comparison at equal or fewer codes" in claim_same_network(few, sweep, 1.25)
+    assert "no verdict" in claim_same_network(statics, sweep, 1.0)  # never a sweep point picked in its place

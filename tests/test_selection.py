@@ -9,6 +9,7 @@ from conftest import tiny_data_params
 
 from pvqae.benchmark import selection
 from pvqae.config import load_params
+from pvqae.strict_config import ConfigError
 
 
 def test_grid_values_split_outside_brackets_and_parse_as_yaml():
@@ -67,6 +68,15 @@ def test_select_scores_validation_only_and_records_the_choice(tmp_path, monkeypa
     # the two kernels give different maps, so different validation figures
     a, b = (r["validation"] for r in record["candidates"])
     assert a != b
+    from pvqae.baselines import harness
+
+    def never(*a, **k):
+        raise AssertionError("a candidate trained before every candidate was read")
+
+    monkeypatch.setattr(harness, "run_method", never)
+    with pytest.raises(ConfigError, match="bank_features"):  # the second candidate is bad: nothing trains
+        selection.select("median_filter", {"baselines.patch_ae.bank_features": ["encoder", "pixels"]}, params, prep,
+                         progress=False)
     path = selection.record_path(record, tmp_path)
     assert path.name == "selection_synthetic_32px_median_filter.json"
     json.dumps(record)  # serialisable as it is

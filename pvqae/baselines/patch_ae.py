@@ -51,7 +51,7 @@ from pvqae.batches import BatchStream
 from pvqae.data.validation import paste_defects
 from pvqae.losses import check_finite
 from pvqae.resumable import ResumableRun
-from pvqae.strict_config import Config
+from pvqae.strict_config import Config, ConfigError
 
 BYTES_PER_FLOAT = 4
 BANK_FEATURES = ("encoder", "backbone")
@@ -80,6 +80,14 @@ class PatchAEConfig(Config):
     ckpt_every: int = 200
     log_every: int = 20
 
+    def __post_init__(self):
+        if self.bank_features not in BANK_FEATURES:
+            raise ConfigError(f"{self.SECTION}.bank_features must be one of {', '.join(BANK_FEATURES)}, "
+                              f"got {self.bank_features!r}")
+        if self.bank_features == "backbone" and not self.finetune_backbone:
+            raise ConfigError(f"{self.SECTION}.bank_features: backbone needs finetune_backbone: true (a frozen "
+                              "backbone's features do not depend on the patch reconstruction: that would be "
+                              "PatchCore, not Patch AE)")
 
 
 class PatchAE(nn.Module):
@@ -87,13 +95,6 @@ class PatchAE(nn.Module):
 
     def __init__(self, backbone: FeatureExtractor, cfg: PatchAEConfig, in_channels: int = 3):
         super().__init__()
-        if cfg.bank_features not in BANK_FEATURES:
-            raise ValueError(f"baselines.patch_ae.bank_features: {cfg.bank_features!r} is not one of "
-                             f"{', '.join(BANK_FEATURES)}")
-        if cfg.bank_features == "backbone" and not cfg.finetune_backbone:
-            raise ValueError("baselines.patch_ae.bank_features: backbone needs finetune_backbone: true (a frozen "
-                             "backbone's features do not depend on the patch reconstruction: that would be "
-                             "PatchCore, not Patch AE)")
         self.cfg = cfg
         self.in_channels = in_channels
         # a private copy when it is trained: other methods share the frozen one

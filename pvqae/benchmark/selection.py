@@ -19,6 +19,7 @@ stays a list: commas inside brackets do not split). Candidates are the grid's pr
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import tempfile
@@ -74,6 +75,14 @@ def candidates(params: dict, grid: dict[str, list]) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
+def _with(params: dict, setting: dict) -> dict:
+    """A copy of ``params`` with the dotted keys of ``setting`` set."""
+    p = copy.deepcopy(params)
+    for k, v in setting.items():
+        set_dotted(p, k, v)
+    return p
+
+
 def choose(rows: list[dict]) -> dict:
     """The :data:`RULE`'s candidate among ``rows`` (each with a ``validation`` mapping)."""
     return max(rows, key=lambda r: (r["validation"]["image_auroc"], r["validation"]["pixel_auroc"]))
@@ -89,6 +98,7 @@ def select(method: str, grid: dict[str, list], params: dict, prepared_dir: Path 
     if method not in METHODS:
         raise ValueError(f"unknown baseline {method!r}; baselines are {', '.join(METHODS)}")
     settings = candidates(params, grid)
+    configs = [Params.from_dict(_with(params, setting)) for setting in settings]  # every candidate read before any trains
     train = load_prepared(prepared_dir, "train")
     val = load_validation(prepared_dir)
     base = Params.from_dict(params)
@@ -100,11 +110,7 @@ def select(method: str, grid: dict[str, list], params: dict, prepared_dir: Path 
             raise RuntimeError(f"{method} needs the pretrained backbone: {status}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, setting in enumerate(settings):
-            p = json.loads(json.dumps(params))
-            for k, v in setting.items():
-                set_dotted(p, k, v)
-            cfg = Params.from_dict(p)
+        for i, (setting, cfg) in enumerate(zip(settings, configs)):
             t0 = time.perf_counter()
             _, res, summary = harness.run_method(method, cfg.baselines, cfg.data, train, val, cfg.evaluate, seed,
                                                  Path(tmp) / f"c{i}", backbone, progress)
