@@ -12,6 +12,21 @@ from pvqae.config import load_params
 from pvqae.strict_config import ConfigError
 
 
+def spy_splits(monkeypatch) -> list[str]:
+    """The names of the prepared splits read from now on (``load_prepared`` is wrapped)."""
+    from pvqae.data import prepared
+
+    splits_read = []
+    real = prepared.load_prepared
+
+    def spy(d, split):
+        splits_read.append(split)
+        return real(d, split)
+
+    monkeypatch.setattr(prepared, "load_prepared", spy)
+    return splits_read
+
+
 def test_grid_values_split_outside_brackets_and_parse_as_yaml():
     assert selection.split_values("true,false") == [True, False]
     assert selection.split_values("[8, 16],[8]") == [[8, 16], [8]]
@@ -49,14 +64,7 @@ def test_select_scores_validation_only_and_records_the_choice(tmp_path, monkeypa
     prepared.prepare(data, prep, seed=0, progress=False)
     params = load_params()
     params["data"] = data
-    splits_read = []
-    real = prepared.load_prepared
-
-    def spy(d, split):
-        splits_read.append(split)
-        return real(d, split)
-
-    monkeypatch.setattr(prepared, "load_prepared", spy)
+    splits_read = spy_splits(monkeypatch)
     record = selection.select("median_filter", {"baselines.median_filter.kernel": [3, 9]}, params, prep,
                               progress=False)
     assert "test" not in splits_read and set(splits_read) == {"train", "val"}
@@ -91,6 +99,68 @@ def test_selection_table_lists_every_candidate_and_marks_the_choice(tmp_path):
            "candidates": rows, "chosen": selection.choose(rows)["setting"]}
     (tmp_path / "selection_mtsd_128px_vq_flow.json").write_text(json.dumps(rec))
     text = selection_table(tmp_path)
-    assert "| mtsd | 128 px | vq_flow | 1 | steps=600 | 90.0 / 50.0 | 40.0 | 10 |" in text
+    assert "| mtsd | 128 px | vq_flow | 1 | steps=600 | 90.0 / 50.0 | 40.0 | 10 | - |" in text
     assert "**steps=2000** (chosen)" in text
     assert selection_table(tmp_path / "none") == ""
+    pv = {**rows[0], "setting": {"budget.budget_scale": 0.001}, "codes_per_image": 120.4,
+          "level_fractions": {"normal": [0.7, 0.3, 0.0], "defective": [0.5, 0.45, 0.05]}}
+    (tmp_path / "selection_mtsd_256px_pvqae-f.json").write_text(json.dumps(
+        {**rec, "method": "pvqae-f", "image_size": 256, "candidates": [pv], "chosen": pv["setting"]}))
+    assert "| **budget_scale=0.001** (chosen) | 90.0 / 50.0 | 40.0 | 10 | 120, 70-30-0 / 50-45-5 |" in selection_table(tmp_path)
+
+
+def _pvqae_setup(tmp_path):
+    """A tiny prepared set with a validation split, its (pixels) features manifest and a
+    pre-trained autoencoder of seed 0, laid out like the pipeline's reports/."""
+    from pvqae.checkpoint import save_checkpoint
+    from pvqae.data import prepared
+    from pvqae.settings import Params
+    from pvqae.stages import PATHS
+    from pvqae.stages import features as features_stage
+
+    data = tiny_data_params()
+    data.update(image_size=32, patch_size=8, val_fraction=0.5)
+    data["synthetic"].update(n_train=6)
+    paths = {k: str(tmp_path / v.removeprefix("reports/")) for k, v in PATHS.items()}
+    prepared.prepare(data, paths["prepared"], seed=0, progress=False)
+    params = load_params()
+    params["data"] = data
+    params["budget"].update(steps=12, router_lr=0.05)
+    params["prior"].update(steps=4)
+    cfg = Params.from_dict(params)
+    features_stage.run(cfg, paths, progress=False)
+    import torch
+
+    from pvqae.model import PVQAE
+
+    torch.manual_seed(0)
+    model_cfg = cfg.model_config(input_shape=(3, 32))
+    model = PVQAE(model_cfg)
+    save_checkpoint(tmp_path / "models" / "pretrain" / "seed0" / "pvqae_pretrain.pt",
+                    {"model": model.state_dict(), "config": model_cfg.to_dict(), "train": {}, "steps": 0, "seed": 0})
+    return params, paths
+
+
+def test_select_pvqae_learns_each_budget_from_the_shared_pretraining_on_validation_only(tmp_path, monkeypatch,
+                                                                                      isolated_training):
+    params, paths = _pvqae_setup(tmp_path)
+    splits_read = spy_splits(monkeypatch)
+    record = selection.select_pvqae({"budget.budget_scale": [0.0, 50.0]}, params, paths, progress=False)
+    assert "test" not in splits_read
+    assert record["method"] == "pvqae" and record["input"] == "pixels" and record["score"] == "product"
+    assert all(r["train_seconds"] > 0 for r in record["candidates"])
+    free, costly = record["candidates"]
+    # a large budget weight routes to cheaper (coarser) codes than no budget at all
+    assert costly["codes_per_image"] < free["codes_per_image"]
+    assert costly["level_fractions"]["normal"][0] > free["level_fractions"]["normal"][0]
+    assert record["chosen"] == selection.choose(record["candidates"])["setting"]
+    assert selection.record_path({**record, "round": 2}, tmp_path).name == "selection_synthetic_32px_pvqae_round2.json"
+
+
+def test_select_pvqae_refuses_pretraining_keys_and_a_missing_pretrained_model(tmp_path):
+    params, paths = _pvqae_setup(tmp_path)
+    with pytest.raises(KeyError, match="pretrain.steps.*shared"):
+        selection.select_pvqae({"pretrain.steps": [1, 2]}, params, paths, progress=False)
+    (tmp_path / "models" / "pretrain" / "seed0" / "pvqae_pretrain.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="dvc repro pretrain"):
+        selection.select_pvqae({"budget.budget_scale": [0.001]}, params, paths, progress=False)

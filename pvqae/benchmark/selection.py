@@ -14,6 +14,14 @@ its profile)::
 
 A grid key is a dotted params key; its comma-separated values are YAML-parsed (``[8, 16]``
 stays a list: commas inside brackets do not split). Candidates are the grid's product.
+
+``pvqae`` as the method selects PVQAE's settings after pre-training (sections ``budget``,
+``prior``, ``evaluate``: e.g. ``budget.budget_scale``): every candidate learns its budget and
+prior from the same pre-trained autoencoder of the seed (``reports/models/pretrain``, so run
+``dvc repro pretrain`` first) and is scored, with the paper's score, on the validation split
+as the model reads it (pixels, or PVQAE-F's cached features)::
+
+    python -m pvqae.benchmark.selection pvqae --grid budget.budget_scale=0.001,0.005,0.02
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from pvqae.baselines import METHODS, NEEDS_BACKBONE
 from pvqae.config import get_dotted, load_params, parse_value, set_dotted
 from pvqae.settings import Params
 
+PVQAE_SECTIONS = ("budget", "prior", "evaluate")  # what a PVQAE candidate may change: pre-training is shared
 RULE = "highest validation image AUROC, then pixel AUROC (the first listed candidate wins a tie)"
 FIGURES = ("image_auroc", "pixel_auroc", "aupro")
 
@@ -129,25 +138,94 @@ def select(method: str, grid: dict[str, list], params: dict, prepared_dir: Path 
             "chosen_validation": best["validation"]}
 
 
+def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None, seed: int = 0,
+                 progress: bool = True) -> dict:
+    """Budget learning, prior and scoring of every candidate of ``grid`` (keys of
+    :data:`PVQAE_SECTIONS`) from the seed's pre-trained autoencoder; scored on the label-free
+    validation split with the configured (paper's) score. The selection record, as :func:`select`'s,
+    with each candidate's codes per image and routed level fractions on the validation images."""
+    import numpy as np
+
+    from pvqae.stages import PATHS, load_split, load_validation_split, out_path, seed_dir
+    from pvqae.stages.budget import learn_budget
+    from pvqae.stages.evaluate import evaluate_model
+    from pvqae.stages.prior import learn_prior
+
+    paths = dict(paths or PATHS)
+    bad = [k for k in grid if k.split(".", 1)[0] not in PVQAE_SECTIONS]
+    if bad:
+        raise KeyError(f"--grid {', '.join(bad)}: a PVQAE candidate may change only the sections "
+                       f"{', '.join(PVQAE_SECTIONS)} (pre-training is shared by every candidate)")
+    settings = candidates(params, grid)
+    configs = [Params.from_dict(_with(params, setting)) for setting in settings]  # every candidate read before any trains
+    pretrained = seed_dir(out_path(paths, "pretrain_models"), seed) / "pvqae_pretrain.pt"
+    if not pretrained.is_file():
+        raise FileNotFoundError(f"{pretrained} is missing: run `dvc repro pretrain` (or `python -m pvqae run pretrain`) "
+                                f"with seed {seed} in params `seeds` first")
+    train, heldout = load_split(paths, "train"), load_split(paths, "val")
+    val = load_validation_split(paths)
+    base = Params.from_dict(params)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (setting, cfg) in enumerate(zip(settings, configs)):
+            t0 = time.perf_counter()
+            folder = Path(tmp) / f"c{i}"
+            model, summ = learn_budget(cfg, train, heldout, pretrained, folder, seed, progress)
+            prior = None
+            if cfg.budget.fixed_level is None:
+                prior, _ = learn_prior(model, train, heldout, cfg.prior, folder / "prior.pt", seed, progress)
+            sc, res = evaluate_model(model, prior, val, cfg.evaluate, progress, desc=f"candidate {i}")
+            routed = np.asarray(sc["routed"]) if sc.get("routed") is not None else None
+            normal = val["label"] == 0
+            fractions = None if routed is None else {
+                part: [float((routed[m] == lvl).mean()) for lvl in range(3)]
+                for part, m in (("normal", normal), ("defective", ~normal))}
+            rows.append({"setting": setting, "seconds": time.perf_counter() - t0,
+                         "train_seconds": summ.get("train_seconds"),
+                         "validation": {k: res["mean"][k] for k in FIGURES},
+                         "codes_per_image": res["codes_per_image"],
+                         "level_fractions": fractions, "heldout_l1": summ.get("heldout_l1")})
+            if progress:
+                print(json.dumps(rows[-1]), flush=True)
+    manifest = json.loads((out_path(paths, "prepared") / "manifest.json").read_text())
+    best = choose(rows)
+    return {"benchmark": "selection", "method": "pvqae-f" if base.input.kind == "features" else "pvqae",
+            "input": base.input.kind, "dataset": manifest["dataset"], "classes": val["classes"],
+            "image_size": base.data.image_size, "profile": params.get("profile"), "seed": seed,
+            "score": base.evaluate.score.combine,
+            "split": "label-free validation (synthetic defects on held-out normal training images); no test image read",
+            "n_validation": {"normal": int((val["label"] == 0).sum()), "defective": int((val["label"] == 1).sum())},
+            "grid": grid, "rule": RULE, "candidates": rows, "chosen": best["setting"],
+            "chosen_validation": best["validation"]}
+
+
 def record_path(record: dict, out_dir: Path) -> Path:
     """``<out_dir>/selection_<dataset>_<size>px_<method>.json``."""
     from pvqae.benchmark.accuracy_record import dataset_tag
 
-    return Path(out_dir) / f"selection_{dataset_tag(record)}_{record['image_size']}px_{record['method']}.json"
+    suffix = f"_round{record['round']}" if record.get("round") else ""
+    return Path(out_dir) / f"selection_{dataset_tag(record)}_{record['image_size']}px_{record['method']}{suffix}.json"
 
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("method", choices=METHODS)
+    ap.add_argument("method", choices=(*METHODS, "pvqae"), help="a baseline, or pvqae (budget / prior / evaluate keys)")
     ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                     help="a dotted params key and its candidate values (repeatable; candidates = product)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prepared", type=Path, default=Path("reports/prepared"))
+    ap.add_argument("--round", type=int, default=None,
+                    help="a later round of the same selection (its record gets _round<N>; the table lists rounds)")
     ap.add_argument("--out", type=Path, default=Path("reports/benchmarks"), help="folder of the record")
     args = ap.parse_args(argv)
     if not args.grid:
         ap.error("give at least one --grid KEY=V1,V2")
-    record = select(args.method, parse_grid(args.grid), load_params(), args.prepared, args.seed)
+    if args.method == "pvqae":
+        record = select_pvqae(parse_grid(args.grid), load_params(), seed=args.seed)
+    else:
+        record = select(args.method, parse_grid(args.grid), load_params(), args.prepared, args.seed)
+    if args.round is not None:
+        record["round"] = args.round
     from pvqae.records import write_json
 
     path = record_path(record, args.out)

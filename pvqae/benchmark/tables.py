@@ -159,11 +159,22 @@ def budgeted_table(out_dir: Path) -> str:
     return "\n".join((rows if len(rows) > 2 else []) + (sc if len(sc) > 5 else [])) + "\n"
 
 
+def _routing(candidate: dict) -> str:
+    """A PVQAE candidate's codes per validation image and routed level fractions; ``-`` for a baseline."""
+    if candidate.get("codes_per_image") is None:
+        return "-"
+    fr = candidate.get("level_fractions")
+    parts = "" if not fr else ", " + " / ".join("-".join(f"{100 * f:.0f}" for f in fr[k]) for k in ("normal", "defective"))
+    return f"{candidate['codes_per_image']:.0f}{parts}"
+
+
 def selection_table(out_dir: Path) -> str:
     """Markdown table of every ``selection_*.json`` under ``out_dir``: per record each
-    candidate's validation image / pixel AUROC and AUPRO, the chosen one in bold."""
-    rows = ["| dataset | image | method | round | candidate | validation image / pixel AUROC | AUPRO | seconds |",
-            "|---|---|---|---|---|---|---|---|"]
+    candidate's validation image / pixel AUROC and AUPRO, the chosen one in bold; PVQAE's
+    candidates add their codes per image and routed level fractions."""
+    rows = ["| dataset | image | method | round | candidate | validation image / pixel AUROC | AUPRO | seconds "
+            "| codes / image, normal / defective: coarse-median-fine % |",
+            "|---|---|---|---|---|---|---|---|---|"]
     records = [json.loads(p.read_text()) for p in Path(out_dir).glob("selection_*.json")]
     for r in sorted(records, key=lambda r: (dataset_tag(r), r["image_size"], r["method"], r.get("round", 1))):
         for c in r["candidates"]:
@@ -173,5 +184,5 @@ def selection_table(out_dir: Path) -> str:
                 setting = f"**{setting}** (chosen)"
             rows.append(f"| {dataset_tag(r)} | {r['image_size']} px | {r['method']} | {r.get('round', 1)} | {setting} "
                         f"| {100 * v['image_auroc']:.1f} / {100 * v['pixel_auroc']:.1f} | {100 * v['aupro']:.1f} "
-                        f"| {c['seconds']:.0f} |")
+                        f"| {c['seconds']:.0f} | {_routing(c)} |")
     return "\n".join(rows) + "\n" if len(rows) > 2 else ""
