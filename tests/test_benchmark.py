@@ -74,6 +74,10 @@ def test_tiny_benchmark_writes_every_field(tmp_path, monkeypatch):
         assert b[m]["inference_images_per_second"] > 0 and b[m]["mb"] > 0, m
     # PatchCore's bank: 10 % of 10 images x (32 / 8)^2 positions, 1024-d float32
     assert b["patchcore"]["mb"] == pytest.approx(16 * 1024 * 4 / 1e6)
+    assert b["patch_ae"]["bank_features"] == "encoder" and b["patch_ae"]["bank_dim"] == 128  # the params' bank
+    from pvqae.benchmark.tables import table
+
+    assert "| encoder, 128-d |" in table(tmp_path)  # the speed table names the bank that was timed
     assert 0 < data["model_mb"] < 10 and data["model_mb"] == benchmark.state_dict_mb(
         benchmark.PVQAE(benchmark.Params.from_dict(benchmark.profile_params(["tiny"])).model_config()))
 

@@ -203,6 +203,8 @@ def baseline_speed(params: dict, image_size: int, channels: int, n_train: int, b
         kept = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
         out[m] = {"inference_images_per_second": batch_size / secs,
                   "mb": sum(t.numel() * t.element_size() for t in kept.values()) / 1e6}
+        if m == "patch_ae":  # the bank's space sets its width (encoder 128-d, backbone 152-d for Lite0)
+            out[m].update(bank_features=model.cfg.bank_features, bank_dim=model.bank_dim)
     out["pvqae_f"] = pvqae_f_speed(params, backbone, x, repeats)
     return out
 

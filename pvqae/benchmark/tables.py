@@ -110,13 +110,16 @@ def table(out_dir: Path) -> str:
     base = ["", "Feature-based baselines in the same run (inference images/s at the batch above, the backbone "
             "included; MB = what a deployment keeps beside the backbone):", "",
             "| profile | image | backbone | PatchCore img/s (MB) | PaDiM img/s (MB) | Patch AE img/s (MB) "
-            "| VQ-Flow img/s (MB) | PVQAE-F img/s (MB) |", "|---|---|---|---|---|---|---|---|"]
+            "| Patch AE bank | VQ-Flow img/s (MB) | PVQAE-F img/s (MB) |", "|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(Path(out_dir).glob("speed_size_*.json")):
         r = json.loads(p.read_text())
         b = r.get("baselines") or {}
         if "patchcore" in b:
-            cells = " | ".join(f"{b[m]['inference_images_per_second']:.1f} ({b[m]['mb']:.0f})" if m in b else "-"
-                               for m in ("patchcore", "padim", "patch_ae", "vq_flow", "pvqae_f"))
+            cells = [f"{b[m]['inference_images_per_second']:.1f} ({b[m]['mb']:.0f})" if m in b else "-"
+                     for m in ("patchcore", "padim", "patch_ae", "vq_flow", "pvqae_f")]
+            pa = b.get("patch_ae", {})  # records before the bank's space was recorded say nothing of it
+            cells.insert(3, f"{pa['bank_features']}, {pa['bank_dim']}-d" if "bank_features" in pa else "not recorded")
+            cells = " | ".join(cells)
             base.append(f"| {r['profile']} | {r['image_size']} px | {b['backbone']} | {cells} |")
     return "\n".join(rows + (base if len(base) > 5 else [])) + "\n"
 
