@@ -155,6 +155,10 @@ def test_select_pvqae_learns_each_budget_from_the_shared_pretraining_on_validati
     assert costly["level_fractions"]["normal"][0] > free["level_fractions"]["normal"][0]
     assert record["chosen"] == selection.choose(record["candidates"])["setting"]
     assert selection.record_path({**record, "round": 2}, tmp_path).name == "selection_synthetic_32px_pvqae_round2.json"
+    # the same-network static VQ as a candidate: routing fixed coarse, no prior, the 4 x 4 coarse grid's codes
+    (static,) = selection.select_pvqae({"budget.routing": ["coarse"]}, params, paths, progress=False)["candidates"]
+    assert static["codes_per_image"] == 16
+    assert static["level_fractions"] == {"normal": [1.0, 0.0, 0.0], "defective": [1.0, 0.0, 0.0]}
 
 
 def test_select_pvqae_refuses_pretraining_keys_and_a_missing_pretrained_model(tmp_path):

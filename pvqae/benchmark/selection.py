@@ -128,10 +128,17 @@ def select(method: str, grid: dict[str, list], params: dict, prepared_dir: Path 
                          "validation": {k: res["mean"][k] for k in FIGURES}})
             if progress:
                 print(json.dumps(rows[-1]), flush=True)
+    return _record(method, grid, rows, params, base, val, Path(prepared_dir), seed)
+
+
+def _record(method: str, grid: dict, rows: list[dict], params: dict, base: Params, val: dict, prepared_dir: Path,
+            seed: int, **extra) -> dict:
+    """The selection record of ``rows`` (one per candidate), the :data:`RULE`'s choice included."""
     manifest = json.loads((Path(prepared_dir) / "manifest.json").read_text())
     best = choose(rows)
-    return {"benchmark": "selection", "method": method, "dataset": manifest["dataset"], "classes": val["classes"],
-            "image_size": base.data.image_size, "profile": params.get("profile"), "seed": seed,
+    return {"benchmark": "selection", "method": method, **extra, "dataset": manifest["dataset"],
+            "classes": val["classes"], "image_size": base.data.image_size, "profile": params.get("profile"),
+            "seed": seed,
             "split": "label-free validation (synthetic defects on held-out normal training images); no test image read",
             "n_validation": {"normal": int((val["label"] == 0).sum()), "defective": int((val["label"] == 1).sum())},
             "grid": grid, "rule": RULE, "candidates": rows, "chosen": best["setting"],
@@ -144,8 +151,10 @@ def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None,
     :data:`PVQAE_SECTIONS`) from the seed's pre-trained autoencoder; scored on the label-free
     validation split with the configured (paper's) score. The selection record, as :func:`select`'s,
     with each candidate's codes per image and routed level fractions on the validation images."""
-    import numpy as np
+    import torch
 
+    from pvqae.evaluation import code_allocation
+    from pvqae.model import LEVEL_NAMES
     from pvqae.stages import PATHS, load_split, load_validation_split, out_path, seed_dir
     from pvqae.stages.budget import learn_budget
     from pvqae.stages.evaluate import evaluate_model
@@ -165,6 +174,8 @@ def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None,
     train, heldout = load_split(paths, "train"), load_split(paths, "val")
     val = load_validation_split(paths)
     base = Params.from_dict(params)
+    # the evaluate stage's allocation table with every class pooled into one: normal vs defective
+    pooled = {**val, "class_index": torch.zeros_like(val["class_index"]), "classes": ["all"]}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (setting, cfg) in enumerate(zip(settings, configs)):
@@ -175,11 +186,10 @@ def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None,
             if cfg.budget.fixed_level is None:
                 prior, _ = learn_prior(model, train, heldout, cfg.prior, folder / "prior.pt", seed, progress)
             sc, res = evaluate_model(model, prior, val, cfg.evaluate, progress, desc=f"candidate {i}")
-            routed = np.asarray(sc["routed"]) if sc.get("routed") is not None else None
-            normal = val["label"] == 0
-            fractions = None if routed is None else {
-                part: [float((routed[m] == lvl).mean()) for lvl in range(3)]
-                for part, m in (("normal", normal), ("defective", ~normal))}
+            fractions = None  # a single-level model routes nothing
+            if sc["routed"] is not None:
+                fractions = {r["images"]: [r[ln] for ln in LEVEL_NAMES]
+                             for r in code_allocation(pooled, sc["routed"], "routed")}
             rows.append({"setting": setting, "seconds": time.perf_counter() - t0,
                          "train_seconds": summ.get("train_seconds"),
                          "validation": {k: res["mean"][k] for k in FIGURES},
@@ -187,16 +197,8 @@ def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None,
                          "level_fractions": fractions, "heldout_l1": summ.get("heldout_l1")})
             if progress:
                 print(json.dumps(rows[-1]), flush=True)
-    manifest = json.loads((out_path(paths, "prepared") / "manifest.json").read_text())
-    best = choose(rows)
-    return {"benchmark": "selection", "method": "pvqae-f" if base.input.kind == "features" else "pvqae",
-            "input": base.input.kind, "dataset": manifest["dataset"], "classes": val["classes"],
-            "image_size": base.data.image_size, "profile": params.get("profile"), "seed": seed,
-            "score": base.evaluate.score.combine,
-            "split": "label-free validation (synthetic defects on held-out normal training images); no test image read",
-            "n_validation": {"normal": int((val["label"] == 0).sum()), "defective": int((val["label"] == 1).sum())},
-            "grid": grid, "rule": RULE, "candidates": rows, "chosen": best["setting"],
-            "chosen_validation": best["validation"]}
+    return _record("pvqae-f" if base.input.kind == "features" else "pvqae", grid, rows, params, base,
+                   val, out_path(paths, "prepared"), seed, input=base.input.kind, score=base.evaluate.score.combine)
 
 
 def record_path(record: dict, out_dir: Path) -> Path:
@@ -221,7 +223,10 @@ def main(argv: list[str] | None = None) -> Path:
     if not args.grid:
         ap.error("give at least one --grid KEY=V1,V2")
     if args.method == "pvqae":
-        record = select_pvqae(parse_grid(args.grid), load_params(), seed=args.seed)
+        from pvqae.stages import PATHS
+
+        record = select_pvqae(parse_grid(args.grid), load_params(), {**PATHS, "prepared": str(args.prepared)},
+                              seed=args.seed)
     else:
         record = select(args.method, parse_grid(args.grid), load_params(), args.prepared, args.seed)
     if args.round is not None:
