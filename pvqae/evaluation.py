@@ -88,6 +88,18 @@ def evaluate_scores(split: dict, scores: dict, fpr_limit: float = 0.3) -> dict:
     return evaluate(metric_records(split, scores), fpr_limit=fpr_limit)
 
 
+def auroc_by_kind(labels, class_index, kinds, classes, image_scores) -> dict[str, dict[str, float]]:
+    """``{class: {defect kind: image AUROC}}``: each kind against the class's normal images
+    (which defects a detector finds). ``labels``, ``class_index``, ``kinds`` (defect names; those
+    of normal images are ignored) and ``image_scores`` are per image, in the same order."""
+    from pvqae.metrics import image_auroc_by_kind
+
+    ci, lab = np.asarray(class_index), np.asarray(labels)
+    kinds, scores = np.asarray(kinds, dtype=object), np.asarray(image_scores)
+    return {cls: image_auroc_by_kind(lab[ci == k], scores[ci == k], list(kinds[ci == k]))
+            for k, cls in enumerate(classes) if lab[ci == k].any()}
+
+
 def aggregate_seeds(per_seed: list[dict], metrics: tuple[str, ...] = METRIC_NAMES) -> dict:
     """Mean ± std over seeds of :func:`pvqae.metrics.evaluate` results.
 
@@ -117,6 +129,10 @@ def aggregate_seeds(per_seed: list[dict], metrics: tuple[str, ...] = METRIC_NAME
         extra = [r[key] for r in per_seed if r.get(key) is not None]
         if extra:
             out[key] = float(np.mean(extra))
+    by_kind = [r["image_auroc_by_kind"] for r in per_seed if r.get("image_auroc_by_kind")]
+    if by_kind:  # mean over the seeds that have it, per class and kind
+        out["image_auroc_by_kind"] = {c: {k: stats([r.get(c, {}).get(k) for r in by_kind])[0] for k in kinds}
+                                      for c, kinds in by_kind[0].items()}
     return out
 
 

@@ -27,6 +27,18 @@ def variant_dir(name: str) -> Path:
     return REPO_ROOT / PATHS["variants"] / name
 
 
+def _skip_iri_grammar() -> None:
+    """Keep jsonschema from importing ``rfc3987_syntax`` (pulled in by jsonschema >= 4.24's
+    ``format-nongpl`` extra, which the Jupyter stack asks for): it compiles a Lark grammar at
+    import, about 3 s of CPU that every stage's runner paid through nbformat's validator.
+    Notebook validation never checks the ``iri`` format that module provides; jsonschema skips
+    that checker when the import fails, as it does when the package is not installed."""
+    import sys
+
+    if "jsonschema" not in sys.modules:  # once jsonschema is loaded, the choice is made
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
 def run_stage(stage: str, params: dict | None = None, executed: Path | None = None, log_output: bool = True,
               variant: str | None = None, overrides: dict | None = None) -> Path:
     """Execute the notebook of ``stage``; returns the executed notebook's path.
@@ -35,6 +47,7 @@ def run_stage(stage: str, params: dict | None = None, executed: Path | None = No
     ``overrides`` the dotted params it changes; the notebook writes everything, its executed
     copy included, under ``reports/variants/<variant>/``.
     """
+    _skip_iri_grammar()
     import jupytext
     import papermill as pm
 

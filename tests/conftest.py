@@ -136,3 +136,10 @@ def interrupt_at(monkeypatch, step: int, train, *args, **kwargs) -> None:
         m.setattr(BatchStream, "batch", interrupting)
         with pytest.raises(KeyboardInterrupt):
             train(*args, **kwargs)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end files (``pytest.mark.slow``) first: under ``scripts/test.sh``'s two xdist
+    workers (``--dist loadfile``, one file per worker at a time) the longest file then starts at
+    once and the unit tests fill the other worker, instead of it starting last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept otherwise

@@ -23,7 +23,7 @@ from pvqae.baselines.padim import PaDiM
 from pvqae.baselines.patchcore import PatchCore
 from pvqae.checkpoint import load_checkpoint
 from pvqae.data import prepared
-from pvqae.metrics import METRIC_NAMES
+from pvqae.metrics import METRIC_NAMES, image_auroc_by_kind
 from pvqae.model import PVQAE
 from pvqae.scoring import ScoreConfig, gaussian_blur, postprocess
 from pvqae.settings import BaselinesConfig, DataConfig, EvaluateConfig
@@ -190,6 +190,20 @@ def test_run_all_skips_backbone_methods_without_weights_and_aggregates_seeds(spl
     seeds = [run["per_seed"]["ae_ssim"][f"seed{s}"]["mean"]["image_auroc"] for s in (0, 1)]
     assert agg["mean"]["image_auroc"] == pytest.approx(np.mean(seeds))
     assert agg["std"]["image_auroc"] == pytest.approx(np.std(seeds))
+    # per defect kind: each kind of each class against that class's normal test images, mean over seeds
+    rows = list(zip(test["meta"], test["class_index"].tolist(), test["label"].tolist()))
+    kinds = {cls: sorted({m["defect"] for m, c, y in rows if c == k and y}) for k, cls in enumerate(test["classes"])}
+    for s in (0, 1):
+        by_kind = run["per_seed"]["ae_ssim"][f"seed{s}"]["image_auroc_by_kind"]
+        assert {c: sorted(v) for c, v in by_kind.items()} == kinds
+    scores, _, _ = harness.run_method("ae_ssim", BPARAMS, DATA, train, test, EV, 1, tmp_path / "again", progress=False)
+    sel = (test["class_index"] == 0).numpy()
+    direct = image_auroc_by_kind(test["label"].numpy()[sel], scores["image"][sel],
+                                 [m["defect"] or "" for m, keep in zip(test["meta"], sel) if keep])
+    assert run["per_seed"]["ae_ssim"]["seed1"]["image_auroc_by_kind"][test["classes"][0]] == pytest.approx(direct)
+    cls, kind = test["classes"][0], kinds[test["classes"][0]][0]
+    assert agg["image_auroc_by_kind"][cls][kind] == pytest.approx(np.nanmean(
+        [run["per_seed"]["ae_ssim"][f"seed{s}"]["image_auroc_by_kind"][cls][kind] for s in (0, 1)]))
 
 
 def test_every_method_gets_the_same_post_processing(splits):

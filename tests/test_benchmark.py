@@ -186,7 +186,9 @@ def _fake_baselines(reports, floor=(0.55, 0.60), patchcore=(0.95, 0.91)):
 
     write_json({"seeds": [0, 1], "backbone": "efficientnet-lite0", "backbone_status": "weights: x.pth",
                 "status": {"median_filter": "ran", "patchcore": "ran (weights: x.pth)"},
-                "results": {"median_filter": res(*floor), "patchcore": res(*patchcore, d=0.01)},
+                "results": {"median_filter": res(*floor),
+                            "patchcore": {**res(*patchcore, d=0.01),
+                                          "image_auroc_by_kind": {"mtsd": {"crack": 0.9, "hole": 0.85}}}},
                 "per_seed": {"median_filter": {f"seed{s}": {"scoring_seconds": 2.0} for s in (0, 1)},
                              "patchcore": {f"seed{s}": {"scoring_seconds": 10.0 + s} for s in (0, 1)}},
                 "training": {"median_filter": {f"seed{s}": {"seconds": 0.0} for s in (0, 1)},
@@ -215,5 +217,9 @@ def test_accuracy_benchmark_of_a_baselines_only_run(tmp_path):
     assert ("| mtsd | cpu | 256 px | patchcore | EfficientNet-Lite0 | [0, 1] | 95.0 ± 1.0 / 91.0 ± 1.0 | 50.0 "
             "| +40.0 / +31.0 | 150 | 40.0 | 72 | image_auroc yes, pixel_auroc yes |") in table
     assert "| mtsd | cpu | 256 px | median_filter | - | [0, 1] | 55.0 ± 0.0 / 60.0 ± 0.0 | 50.0 | - |" in table
+    # the per-kind AUROC the baselines stage kept (older records have none: no row)
+    assert pc["image_auroc_by_defect"] == {"mtsd": {"crack": 0.9, "hole": 0.85}}
+    assert "image_auroc_by_defect" not in b["methods"]["median_filter"]
+    assert "| mtsd | cpu | patchcore | mtsd | crack 90.0, hole 85.0 |" in table
     _fake_baselines(tmp_path, patchcore=(0.92, 0.91))
     assert benchmark.accuracy(tmp_path, params={"profile": "cpu"})["baselines"]["met"]["patchcore_image_auroc"] is False

@@ -231,3 +231,17 @@ def test_defect_samples_cycle_through_the_defect_kinds():
     assert defect_samples(split, 0, 5) == [1, 6, 4, 2, 7]
     assert defect_samples(split, 0, 99) == [1, 6, 4, 2, 7, 3]
     assert defect_samples(split, 1, 3) == []
+
+
+def test_the_stage_runner_skips_jsonschemas_iri_grammar_and_notebooks_still_validate():
+    """Every stage's runner imports jupytext and papermill (nbformat -> jsonschema), whose optional
+    IRI format checker compiles a Lark grammar at import (about 3 s of CPU per stage); the runner
+    keeps that module out, and nbformat still validates a stage notebook."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pvqae.runner import _skip_iri_grammar, notebook_source; _skip_iri_grammar(); "
+            "import jupytext, papermill, nbformat; nbformat.validate(jupytext.read(notebook_source('prepare'))); "
+            "print(sys.modules.get('rfc3987_syntax') is None, 'lark' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"], out.stderr

@@ -17,7 +17,7 @@ from pvqae import budget as budget_mod
 from pvqae.batches import BatchStream, flip_augment
 from pvqae.errors import TrainingError
 from pvqae.model import PVQAE, ModelConfig, routed_levels
-from pvqae.prior import PriorConfig, load_prior
+from pvqae.prior import BudgetPriorTransformer, PriorConfig, load_prior
 from pvqae.settings import BudgetConfig, PretrainConfig
 from pvqae.train import train_prior
 
@@ -288,6 +288,21 @@ def test_train_prior_is_deterministic(tmp_path):
     p1, _ = train_prior(levels, cls, 2, cfg, tmp_path / "p1.pt", seed=4, progress=False)
     p2, _ = train_prior(levels, cls, 2, cfg, tmp_path / "p2.pt", seed=4, progress=False)
     assert torch.equal(p1.predict_all(levels, cls), p2.predict_all(levels, cls))
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_train_prior_with_one_or_two_steps(tmp_path, steps):
+    """A time-budgeted plan on a busy machine can leave the prior one step (one-cycle needs two):
+    it trains at the constant learning rate, moves the weights and saves a loadable prior."""
+    levels, cls = _level_maps()
+    cfg = PriorConfig(mode="universal", steps=steps, batch_size=8, lr=3e-3, dim=16, heads=2, dropout=0.0)
+    torch.manual_seed(0)
+    untrained = BudgetPriorTransformer.from_config(cfg, grid=4, num_classes=2)  # train_prior's init, same seed
+    prior, summary = train_prior(levels, cls, 2, cfg, tmp_path / "prior.pt", seed=0, progress=False)
+    assert summary["steps"] == steps and len(summary["history"]) >= 1
+    moved = [not torch.equal(a, b) for a, b in zip(untrained.state_dict().values(), prior.state_dict().values())]
+    assert any(moved)
+    assert torch.equal(load_prior(tmp_path / "prior.pt").predict_all(levels, cls), prior.predict_all(levels, cls))
 
 
 def test_prior_mode_none(tmp_path):

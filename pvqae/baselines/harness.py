@@ -37,7 +37,7 @@ from pvqae.baselines.patchcore import PatchCore
 from pvqae.baselines.vq_flow import VQFlow, train_vq_flow
 from pvqae.batches import train_stream
 from pvqae.checkpoint import save_checkpoint
-from pvqae.evaluation import aggregate_seeds, evaluate_scores
+from pvqae.evaluation import aggregate_seeds, auroc_by_kind, evaluate_scores
 from pvqae.scoring import ScoreConfig, postprocess
 from pvqae.settings import BaselinesConfig, DataConfig, EvaluateConfig
 from pvqae.stages import seed_dir
@@ -114,6 +114,9 @@ def run_method(method: str, bp: BaselinesConfig, data: DataConfig, train: dict, 
     scores = score_split(model.score if method == "ae_ssim" else model, test, ev.score, ev.batch_size, progress,
                          desc=f"{method} seed {seed}")
     results = evaluate_scores(test, scores, ev.fpr_limit)
+    results["image_auroc_by_kind"] = auroc_by_kind(test["label"].numpy(), test["class_index"].numpy(),
+                                                   [m.get("defect") or "" for m in test["meta"]], test["classes"],
+                                                   scores["image"])
     results["inference_images_per_second"] = scores["images_per_second"]
     results["scoring_seconds"] = scores["seconds"]
     return scores, results, summary

@@ -41,7 +41,7 @@ def auroc_by_defect(reports: Path, manifest: dict, seeds: list[int],
     (in test-split order, as the manifest lists the samples). Methods without scores are left out."""
     import numpy as np
 
-    from pvqae.metrics import image_auroc_by_kind
+    from pvqae.evaluation import auroc_by_kind
 
     kinds = [s["defect"] or "" for s in manifest.get("samples", []) if s["split"] == "test"]
     out: dict = {}
@@ -55,13 +55,7 @@ def auroc_by_defect(reports: Path, manifest: dict, seeds: list[int],
             if len(z["label"]) != len(kinds):
                 raise ValueError(f"{f} scores {len(z['label'])} images but the manifest lists {len(kinds)} test "
                                  f"images: they come from different runs; run `dvc repro evaluate`")
-            by_class = {}
-            for c, cls in enumerate(manifest["classes"]):
-                sel = z["class_index"] == c
-                if sel.any():
-                    by_class[cls] = image_auroc_by_kind(z["label"][sel], z["image"][sel],
-                                                        [kinds[i] for i in np.flatnonzero(sel)])
-            per_seed.append(by_class)
+            per_seed.append(auroc_by_kind(z["label"], z["class_index"], kinds, manifest["classes"], z["image"]))
         out[m] = {cls: {k: float(np.mean([r[cls][k] for r in per_seed])) for k in per_seed[0][cls]}
                   for cls in per_seed[0]}
     return out
@@ -154,6 +148,8 @@ def baselines_record(reports: Path, tag: str, params: dict) -> dict:
         fit_key = "seconds" if fits and "seconds" in fits[0] else "train_seconds"  # trained models report the latter
         rec.update({"fit_seconds": mean_of(fits, fit_key), "scoring_seconds": mean_of(per_seed, "scoring_seconds"),
                     "inference_images_per_second": res.get("inference_images_per_second")})
+        if res.get("image_auroc_by_kind"):  # older baselines records have none
+            rec["image_auroc_by_defect"] = res["image_auroc_by_kind"]
         for key in ("bank_size", "bank_size_full", "bank_mb", "bank_mb_full", "mb", "feature_dim", "grid"):
             if fits and key in fits[0]:
                 rec[key] = fits[0][key]

@@ -31,6 +31,10 @@ def accuracy_table(out_dir: Path) -> str:
             continue
         if "baselines" in r:
             base += _baseline_rows(r)
+            for m, rec in r["baselines"]["methods"].items():
+                for cls, v in rec.get("image_auroc_by_defect", {}).items():
+                    kinds.append(f"| {dataset_tag(r)} | {r['profile']} | {m} | {cls} | "
+                                 + ", ".join(f"{k} {100 * a:.1f}" for k, a in v.items()) + " |")
         if "pvqae" not in r:
             continue
         met = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["met"].items())
