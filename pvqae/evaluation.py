@@ -14,26 +14,37 @@ from pvqae import distributed
 from pvqae.metrics import METRIC_NAMES, evaluate
 from pvqae.model import LEVEL_NAMES, PVQAE
 from pvqae.prior import BudgetPriorTransformer
-from pvqae.scoring import SCORE_VARIANTS, ScoreConfig, score_batch, score_variants
+from pvqae.scoring import SCORE_VARIANTS, ScoreConfig, score_batch, score_variants, variant_maps
 
 
 @torch.no_grad()
 def score_split(model: PVQAE, split: dict, prior: BudgetPriorTransformer | None = None,
                 score_cfg: ScoreConfig | None = None, batch_size: int = 16, progress: bool = True,
-                desc: str = "score") -> dict:
+                desc: str = "score", variants: bool = False) -> dict:
     """Score every image of a split; numpy arrays: maps (N,S,S) float32, image (N,),
-    routed/prior levels (N,G,G) (or None), rec (N,S,S), seconds, images_per_second."""
+    routed/prior levels (N,G,G) (or None), rec (N,S,S), seconds, images_per_second. With
+    ``variants`` (a PVQAE with a prior) also ``variants``, every score variant from the same
+    pass as :func:`score_variants_split` gives them; their extra seconds are not counted in
+    ``seconds`` / ``images_per_second``, which stay those of the configured score."""
     model.eval()
     if prior is not None:
         prior.eval()
     n = len(split["image"])
     maps, img, routed, prior_lv, recs = [], [], [], [], []
+    var: dict[str, dict[str, list]] = {k: {"maps": [], "image": []} for k in SCORE_VARIANTS}
+    extra = 0.0
     t0 = time.perf_counter()
     with distributed.on_device(model, prior) as dev:
         for i in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, mininterval=5):
             x = split["image"][i:i + batch_size].to(dev)
             c = split["class_index"][i:i + batch_size].to(dev)
             out = score_batch(model, x, c, prior, score_cfg, out_size=split["mask"].shape[-1])
+            if variants:
+                t1 = time.perf_counter()
+                for k, (m, im) in variant_maps(out, score_cfg, out_size=split["mask"].shape[-1]).items():
+                    var[k]["maps"].append(m.cpu().numpy())
+                    var[k]["image"].append(im.cpu().numpy())
+                extra += time.perf_counter() - t1
             maps.append(out.score_map.cpu().numpy())
             img.append(out.image_score.cpu().numpy())
             recs.append(out.rec_map.cpu().numpy())
@@ -41,12 +52,14 @@ def score_split(model: PVQAE, split: dict, prior: BudgetPriorTransformer | None 
                 routed.append(out.routed_levels.cpu().numpy())
             if out.prior_levels is not None:
                 prior_lv.append(out.prior_levels.cpu().numpy())
-    secs = time.perf_counter() - t0
+    secs = time.perf_counter() - t0 - extra
     return {
         "maps": np.concatenate(maps), "image": np.concatenate(img), "rec": np.concatenate(recs),
         "routed": np.concatenate(routed) if routed else None,
         "prior": np.concatenate(prior_lv) if prior_lv else None,
         "seconds": secs, "images_per_second": n / secs if secs > 0 else None,
+        **({"variants": {k: {key: np.concatenate(v) for key, v in d.items()} for k, d in var.items()}}
+           if variants else {}),
     }
 
 

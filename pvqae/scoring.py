@@ -45,6 +45,7 @@ class ScoreOutput(NamedTuple):
         routed_levels: (B, G, G) routed budget (None for a static VQ).
         prior_levels: (B, G, G) argmax of the prior (None without a prior).
         prior_probs: (B, K, G, G) prior distribution (None without a prior).
+        router_logits: (B, K, G, G) the router's logits (None for a static VQ).
     """
 
     score_map: torch.Tensor
@@ -55,6 +56,7 @@ class ScoreOutput(NamedTuple):
     routed_levels: torch.Tensor | None
     prior_levels: torch.Tensor | None
     prior_probs: torch.Tensor | None
+    router_logits: torch.Tensor | None = None
 
 
 SIGMA_REFERENCE_SIZE = 256  # smooth_sigma is given in pixels of a 256 px map
@@ -161,16 +163,17 @@ def score_batch(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None 
         out = model(x)
         rec = reconstruction_error(x, out.recon)
         budget = torch.ones(x.shape[0], model.coarse_grid, model.coarse_grid, device=x.device)
-        routed = prior_levels = probs = None
+        routed = prior_levels = probs = logits = None
         recon = out.recon
     else:
         p = _prior_pass(model, x, class_index, prior)
         routed, probs, prior_levels, recon = p.routing.levels, p.probs, p.prior_levels, p.recon
+        logits = p.routing.logits
         budget = torch.ones_like(routed, dtype=x.dtype) if prior is None else budget_ce(probs, routed)
         rec = reconstruction_error(x, recon)
     rec, recon = rec.contiguous(), recon.contiguous()
     smap, img = _finish(combine_score_map(budget if prior is not None else None, rec, cfg), cfg, out_size)
-    return ScoreOutput(smap, img, rec, budget, recon, routed, prior_levels, probs)
+    return ScoreOutput(smap, img, rec, budget, recon, routed, prior_levels, probs, logits)
 
 
 class _PriorPass(NamedTuple):
@@ -217,12 +220,19 @@ def score_variants(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | No
     paper's product is ``score_batch``'s under the default config)."""
     if not model.dynamic or prior is None:
         raise ValueError("score variants need a PVQAE with a prior (they combine its budget CE with S_rec)")
+    return variant_maps(score_batch(model, x, class_index, prior, cfg, out_size), cfg, out_size)
+
+
+def variant_maps(out: ScoreOutput, cfg: ScoreConfig | None = None,
+                 out_size: int | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every :data:`SCORE_VARIANTS` map and image score from :func:`score_batch`'s output of a
+    PVQAE with a prior (its S_rec, routed levels, router logits and prior probabilities): the
+    variants of the pass that gave the main score, without a second one."""
+    if out.prior_probs is None or out.router_logits is None:
+        raise ValueError("score variants need a PVQAE with a prior (they combine its budget CE with S_rec)")
     cfg = cfg or ScoreConfig()
-    x = inference_layout(x)
-    p = _prior_pass(model, x, class_index, prior)
-    rec = reconstruction_error(x, p.recon).contiguous()
-    ce = budget_ce(p.probs, p.routing.levels)
-    soft = -(torch.softmax(p.routing.logits.float(), 1) * torch.log(p.probs.clamp_min(1e-12))).sum(1)
+    rec, ce = out.rec_map, out.budget_map  # with a prior, the budget map is CE(routed, prior)
+    soft = -(torch.softmax(out.router_logits.float(), 1) * torch.log(out.prior_probs.clamp_min(1e-12))).sum(1)
     nearest, bilinear = cfg.replace(budget_upsample="nearest", combine="product"), \
         cfg.replace(budget_upsample="bilinear", combine="product")
     raw = {"product": combine_score_map(ce, rec, nearest), "rec": rec,

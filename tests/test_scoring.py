@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -342,6 +343,29 @@ def test_score_variants_agree_with_score_batch():
     assert bool((out["one_plus_ce"][0] >= out["rec"][0] - 1e-6).all())
     soft_map, soft_img = out["soft_ce"]
     assert soft_map.shape == (3, SIZE, SIZE) and bool(torch.isfinite(soft_map).all()) and bool((soft_img >= 0).all())
+
+
+def test_score_split_gives_the_variants_of_its_own_pass():
+    """The evaluate stage scores the test split once: ``score_split(..., variants=True)`` returns
+    the main scores unchanged and every variant equal to the separate variant pass; the timing
+    stays that of the main score."""
+    from pvqae.evaluation import score_split, score_variants_split
+    from pvqae.scoring import SCORE_VARIANTS, variant_maps
+
+    model, prior = _model_and_prior()
+    split = {"image": _x(5), "class_index": torch.tensor([0, 1, 0, 1, 1]), "mask": torch.zeros(5, SIZE, SIZE)}
+    plain = score_split(model, split, prior, ScoreConfig(), batch_size=2, progress=False)
+    both = score_split(model, split, prior, ScoreConfig(), batch_size=2, progress=False, variants=True)
+    assert "variants" not in plain and list(both["variants"]) == list(SCORE_VARIANTS)
+    for k in ("maps", "image", "rec", "routed", "prior"):
+        np.testing.assert_array_equal(both[k], plain[k])
+    ref = score_variants_split(model, split, prior, ScoreConfig(), batch_size=3, progress=False)  # other batches
+    for k in SCORE_VARIANTS:
+        np.testing.assert_allclose(both["variants"][k]["maps"], ref[k]["maps"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(both["variants"][k]["image"], ref[k]["image"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(both["variants"]["product"]["maps"], both["maps"])  # the paper's score
+    with pytest.raises(ValueError, match="need a PVQAE with a prior"):  # no prior: nothing to combine
+        variant_maps(score_batch(model, split["image"][:1], None, None))
 
 
 def test_score_variants_need_a_prior():

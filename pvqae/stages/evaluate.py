@@ -31,9 +31,10 @@ METHODS = ("pvqae", "static_vq")
 
 
 def evaluate_model(model: PVQAE, prior: BudgetPriorTransformer | None, test: dict, ev: EvaluateConfig,
-                   progress: bool = True, desc: str = "score") -> tuple[dict, dict]:
-    """Score a split and compute its metrics: ``(scores, results)``."""
-    sc = score_split(model, test, prior, ev.score, ev.batch_size, progress=progress, desc=desc)
+                   progress: bool = True, desc: str = "score", variants: bool = False) -> tuple[dict, dict]:
+    """Score a split and compute its metrics: ``(scores, results)``; ``variants``: the scores also
+    hold every score variant of the same pass (:func:`pvqae.evaluation.score_split`)."""
+    sc = score_split(model, test, prior, ev.score, ev.batch_size, progress=progress, desc=desc, variants=variants)
     res = evaluate_scores(test, sc, ev.fpr_limit)
     res["inference_images_per_second"] = sc["images_per_second"]
     res["codes_per_image"] = codes_per_image(model, sc["routed"])
@@ -55,20 +56,26 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
     method, aggregated), ``scores`` ({seed: {method: scores}}), ``allocation`` rows, the
     markdown ``table`` and the test split."""
     test = load_split(paths, "test")
-    per_seed, scores = {}, {}
+    val = load_validation_split(paths) if cfg.prior.mode != "none" else None
+    no_variants = _no_variants(cfg, val)  # None: the diagnostic runs, from the test pass below
+    per_seed, scores, test_variants = {}, {}, {}
     for s in cfg.seeds:
         model = PVQAE.from_checkpoint(seed_dir(out_path(paths, "budget_models"), s) / "pvqae.pt")
         prior = load_prior(seed_dir(out_path(paths, "prior_models"), s) / "prior.pt")
         static = PVQAE.from_checkpoint(seed_dir(out_path(paths, "pretrain_models"), s) / "static_vq.pt")
         scores[s] = {}
-        scores[s]["pvqae"], pv = evaluate_model(model, prior, test, cfg.evaluate, progress, desc=f"PVQAE seed {s}")
+        scores[s]["pvqae"], pv = evaluate_model(model, prior, test, cfg.evaluate, progress, desc=f"PVQAE seed {s}",
+                                                variants=no_variants is None)
         scores[s]["static_vq"], st = evaluate_model(static, None, test, cfg.evaluate, progress,
                                                     desc=f"static VQ seed {s}")
         per_seed[s] = {"pvqae": pv, "static_vq": st}
+        variant_maps = scores[s]["pvqae"].pop("variants", None)  # metrics now, so the maps need not be kept
+        test_variants[s] = (None if variant_maps is None else
+                            {k: evaluate_scores(test, sc, cfg.evaluate.fpr_limit) for k, sc in variant_maps.items()})
         for name, sc in scores[s].items():
             save_scores(sc, test, seed_dir(out_path(paths, "scores"), s) / f"{name}.npz")
     seeds = list(cfg.seeds)
-    variants = score_variant_table(cfg, paths, test, progress)
+    variants = score_variant_table(cfg, paths, test, progress, val=val, test_results=test_variants)
     results = {m: aggregate_seeds([per_seed[s][m] for s in seeds]) for m in METHODS}
     write_json({**results, "seeds": seeds, "per_seed": {f"seed{s}": r for s, r in per_seed.items()}},
                out_path(paths, "metrics") / "evaluate.json")
@@ -87,28 +94,42 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
             "test": test, "variants": variants}
 
 
-def score_variant_table(cfg: Params, paths: dict, test: dict, progress: bool = True) -> dict:
+def _no_variants(cfg: Params, val: dict | None) -> str | None:
+    """Why the score-variant diagnostic cannot run (its record's status), or None when it can."""
+    if cfg.prior.mode == "none":
+        return "prior mode none: S = S_rec, no variants"
+    if val is None or not len(val["image"]) or len(set(val["label"].tolist())) < 2:
+        return "no label-free validation split (data.val_fraction holds out no image)"
+    return None
+
+
+def score_variant_table(cfg: Params, paths: dict, test: dict, progress: bool = True, val: dict | None = None,
+                        test_results: dict | None = None) -> dict:
     """Issue 13's diagnostic: every score variant of PVQAE (:data:`SCORE_VARIANTS`) on the
     label-free validation split and on the test split, per seed, aggregated; the variant with
     the best validation image AUROC is recorded as *chosen on validation* (a variant, never the
     paper's score unless it is ``product``). Writes ``score_variants.json`` and its table;
-    without a prior there is nothing to combine and the record says so."""
+    without a prior there is nothing to combine and the record says so. ``val``: the validation
+    split when already loaded; ``test_results``: ``{seed: {variant: metrics}}`` of the test split
+    from the main scoring pass (``score_split(..., variants=True)``), scored here when missing."""
     metrics_path = out_path(paths, "metrics") / "score_variants.json"
-    if cfg.prior.mode == "none":
-        rec = {"status": "prior mode none: S = S_rec, no variants", "seeds": list(cfg.seeds)}
+    if cfg.prior.mode != "none" and val is None:
+        val = load_validation_split(paths)
+    status = _no_variants(cfg, val)
+    if status is not None:
+        rec = {"status": status, "seeds": list(cfg.seeds)}
         write_json(rec, metrics_path)
         return rec
-    val = load_validation_split(paths)
-    if not len(val["image"]) or len(set(val["label"].tolist())) < 2:
-        rec = {"status": "no label-free validation split (data.val_fraction holds out no image)",
-               "seeds": list(cfg.seeds)}
-        write_json(rec, metrics_path)
-        return rec
+    test_results = test_results or {}
     per = {sp: {k: [] for k in SCORE_VARIANTS} for sp in ("validation", "test")}
     for s in cfg.seeds:
         model = PVQAE.from_checkpoint(seed_dir(out_path(paths, "budget_models"), s) / "pvqae.pt")
         prior = load_prior(seed_dir(out_path(paths, "prior_models"), s) / "prior.pt")
         for sp, split in (("validation", val), ("test", test)):
+            if sp == "test" and test_results.get(s) is not None:
+                for k, r in test_results[s].items():
+                    per[sp][k].append(r)
+                continue
             scored = score_variants_split(model, split, prior, cfg.evaluate.score, cfg.evaluate.batch_size,
                                           progress, desc=f"variants {sp} seed {s}")
             for k, sc in scored.items():
