@@ -158,6 +158,16 @@ def _ordering(results: dict[str, dict], metric: str = "image_auroc") -> list[str
     return sorted(results, key=lambda k: -np.nan_to_num(results[k]["mean"][metric], nan=-np.inf))
 
 
+def _ranked(results: dict[str, dict], order: list[str], metric: str = "image_auroc") -> str:
+    """``order`` written as a ranking: ``a > b = c`` (``=`` where the means are equal, as when
+    every model routes the same way)."""
+    out = order[:1]
+    for a, b in zip(order, order[1:]):
+        out.append(("= " if np.isclose(results[a]["mean"][metric], results[b]["mean"][metric], rtol=0, atol=1e-9)
+                    else "> ") + b)
+    return " ".join(out)
+
+
 def claim_core(results: dict[str, dict | str], classes: list[str]) -> str:
     """Paper: PVQAE beats the static-VQ baseline (VQ-E) on every object (Sec. IV-B1)."""
     pv, st = results.get("pvqae"), results.get("static_vq")
@@ -218,7 +228,7 @@ def claim_schedule(schedules: dict[str, dict]) -> str:
     spread = max(schedules["linear"].get("std", {}).get("image_auroc", 0), schedules[best_other].get("std", {})
                  .get("image_auroc", 0))
     return (f"**Table II** (paper: the linear lambda schedule is best, then cosine, then constant). Ours by mean "
-            f"image AUROC: {' > '.join(order)}; linear vs the best other ({best_other}): the claim "
+            f"image AUROC: {_ranked(schedules, order)}; linear vs the best other ({best_other}): the claim "
             f"{_verdict(d > 0, d, spread, schedules['linear'].get('n_seeds', 1))}.")
 
 
@@ -251,12 +261,13 @@ def claim_priors(priors: dict[str, dict]) -> str:
     if len(want) < 2:
         return "**Table III**: not testable (fewer than two prior modes)."
     order = _ordering({m: priors[m] for m in want})
-    holds = order == want
+    means = [priors[m]["mean"]["image_auroc"] for m in want]
+    holds = order == want and all(a > b + 1e-9 for a, b in zip(means, means[1:]))  # strictly: ties do not hold
     d = priors[want[0]]["mean"]["image_auroc"] - priors[want[1]]["mean"]["image_auroc"]
     spread = max(priors[want[0]].get("std", {}).get("image_auroc", 0), priors[want[1]].get("std", {})
                  .get("image_auroc", 0))
     return (f"**Table III** (paper: per-class prior > universal prior > no prior). Ours by mean image AUROC: "
-            f"{' > '.join(order)}; the full ordering {_verdict(holds, d, spread, priors[want[0]].get('n_seeds', 1))}.")
+            f"{_ranked(priors, order)}; the full ordering {_verdict(holds, d, spread, priors[want[0]].get('n_seeds', 1))}.")
 
 
 # ----------------------------------------------------------------------------- run times

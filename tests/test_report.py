@@ -257,6 +257,11 @@ def test_claim_priors():
                                  "per-class": _res(0.82, std={"image_auroc": 0.01}, n_seeds=2)})
     assert "holds in this run, but the difference (+2.0 points) is within one std" in seeds
     assert "not testable" in report.claim_priors({"per-class": _res(0.9)})
+    # every prior the same (a routing that sends every patch to one level): a tie, not the ordering
+    tie = report.claim_priors({"none": _res(0.99), "universal": _res(0.99), "per-class": _res(0.99)})
+    assert "per-class = universal = none" in tie and "the full ordering does not hold" in tie
+    tied = report.claim_schedule({"constant": _res(0.9), "linear": _res(0.9)})
+    assert "constant = linear" in tied and "the claim does not hold" in tied
 
 
 def test_claim_table1_ranks_and_lists_skipped():
