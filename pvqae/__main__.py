@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--accuracy", action="store_true",
                    help="record the accuracy of the finished run in reports/ (after `dvc repro evaluate`) as "
                         "accuracy_<dataset>_<profile>.json")
-    b.add_argument("--suffix", default="baselines",
-                   help="--accuracy of a run without PVQAE: accuracy_<dataset>_<profile>_<size>px_<suffix>.json")
+    b.add_argument("--suffix", default=None,
+                   help="--accuracy: accuracy_<dataset>_<profile>_<size>px_<suffix>.json (a run without PVQAE: "
+                        "'baselines' when not given; a PVQAE run: appended to its usual name)")
 
     args = ap.parse_args(argv)
     if args.cmd == "run":

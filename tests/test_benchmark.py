@@ -155,6 +155,13 @@ def test_accuracy_benchmark_reports_missed_targets_and_missing_runs(tmp_path):
                         "pvqae_minus_static_image_auroc": False}
     assert r["paper_percent"] == {}
     assert benchmark.write(r, tmp_path / "bench").name == "accuracy_synthetic_default.json"
+    # a second PVQAE run with a suffix is kept beside the first, not written over it
+    assert benchmark.write(r, tmp_path / "bench", suffix="ablations").name == "accuracy_synthetic_default_128px_ablations.json"
+    assert len(list((tmp_path / "bench").glob("accuracy_*.json"))) == 2
+    features = {**r, "input": {"kind": "features"}}
+    assert benchmark.write(features, tmp_path / "bench").name == "accuracy_synthetic_default_128px_features.json"
+    assert (benchmark.write(features, tmp_path / "bench", suffix="ablations").name
+            == "accuracy_synthetic_default_128px_features_ablations.json")
     assert benchmark.dataset_tag({"dataset": "mvtec", "classes": ["bottle"]}) == "mvtec-bottle"
     assert benchmark.dataset_tag({"dataset": "mtsd", "classes": ["mtsd"]}) == "mtsd"
     with pytest.raises(FileNotFoundError, match="manifest.json is missing: run `dvc repro evaluate`"):

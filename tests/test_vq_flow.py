@@ -21,32 +21,35 @@ def _cfg(**kw) -> VQFlowConfig:
     return VQFlowConfig(**base)
 
 
-def _trained(lite0, tmp_path, name="vq_flow", seed=0):
+def _trained(lite0, tmp_path, name="vq_flow", seed=0, **kw):
     torch.manual_seed(seed)
-    model = VQFlow(lite0, _cfg(), seed=seed)
+    model = VQFlow(lite0, _cfg(**kw), seed=seed)
     x = textures(8)
     train_vq_flow(model, BatchStream({"image": x, "entropy": torch.zeros(8, 1, 1)}, 4, seed), tmp_path / name, name,
                   seed, progress=False)
     return model, x
 
 
-def test_every_flow_inverts(lite0):
+@pytest.mark.parametrize("subnet", ["mlp", "conv"])
+def test_every_flow_inverts(lite0, subnet):
     torch.manual_seed(0)
-    model = VQFlow(lite0, _cfg(), seed=0)
+    model = VQFlow(lite0, _cfg(subnet=subnet), seed=0)
     for p in model.flows.parameters():  # away from the identity initialisation (not the fixed permutations)
         if p.requires_grad:
             p.data.add_(0.05 * torch.randn_like(p))
     for i, flow in enumerate(model.flows):
         c = lite0.endpoints[model.cfg.strides[i]]
-        x, cond = torch.randn(50, c), torch.randn(50, 2 * model.cfg.dim)
+        grid = (5, 6) if subnet == "conv" else ()  # conv flows take (N, C, h, w) maps of any grid
+        x, cond = torch.randn(50 // 25 if grid else 50, c, *grid), torch.randn(2 if grid else 50, 2 * model.cfg.dim, *grid)
         z, logdet = flow(x, c=[cond])
         back, logdet_rev = flow(z, c=[cond], rev=True)
         assert (back - x).abs().max() < 1e-4 and not torch.allclose(z, x)
         torch.testing.assert_close(logdet, -logdet_rev, atol=1e-4, rtol=1e-4)
 
 
-def test_training_makes_normal_images_more_likely_than_a_defective_copy(lite0, tmp_path):
-    model, x = _trained(lite0, tmp_path)
+@pytest.mark.parametrize("subnet", ["mlp", "conv"])
+def test_training_makes_normal_images_more_likely_than_a_defective_copy(lite0, tmp_path, subnet):
+    model, x = _trained(lite0, tmp_path, subnet=subnet)
     import csv
 
     with open(tmp_path / "vq_flow" / "vq_flow_log.csv") as f:
@@ -86,3 +89,30 @@ def test_neighbourhood_changes_what_the_flow_sees_not_the_shapes(lite0):
     zb, _, _, _ = pooled.latents(x)
     assert [z.shape for z in za] == [z.shape for z in zb]
     assert not torch.allclose(za[0], zb[0])
+
+
+def test_conv_subnets_see_the_neighbours_mlp_subnets_do_not(lite0):
+    """A change to one position's feature moves the latent of its neighbours only through the
+    reference's 3x3 couplings (``subnet: conv``); per-position MLPs keep positions apart."""
+    for subnet, spreads in (("mlp", False), ("conv", True)):
+        torch.manual_seed(0)
+        model = VQFlow(lite0, _cfg(subnet=subnet), seed=0)
+        for p in model.flows.parameters():
+            if p.requires_grad:
+                p.data.add_(0.05 * torch.randn_like(p))
+        flow, c = model.flows[0], lite0.endpoints[model.cfg.strides[0]]
+        x, cond = torch.randn(1, c, 12, 12), torch.randn(1, 2 * model.cfg.dim, 12, 12)
+        bumped = x.clone()
+        bumped[:, :, 3, 3] += 1.0  # 2 blocks of two 3x3 convs: the change reaches 4 positions, not (11, 11)
+        if subnet == "conv":
+            za, zb = flow(x, c=[cond])[0], flow(bumped, c=[cond])[0]
+        else:
+            rows = lambda t: t.permute(0, 2, 3, 1).reshape(144, -1)  # noqa: E731
+            za, zb = (flow(rows(t), c=[rows(cond)])[0].view(1, 12, 12, c).permute(0, 3, 1, 2) for t in (x, bumped))
+        moved = (za - zb).abs().amax(1)[0] > 1e-6
+        assert moved[3, 3] and bool(moved[3, 2]) == spreads and not moved[11, 11]
+
+
+def test_subnet_is_checked():
+    with pytest.raises(ValueError, match=r"baselines\.vq_flow\.subnet must be one of mlp, conv, got 'cnn'"):
+        VQFlowConfig.from_dict({"subnet": "cnn"})

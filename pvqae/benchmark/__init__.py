@@ -48,16 +48,23 @@ __all__ = ["BASELINE_TARGETS", "FLOOR", "PVQAE", "TARGETS", "DataConfig", "Param
            "dataset_tag", "profile_params", "resize_profile", "run", "selection_table", "state_dict_mb", "table", "write"]
 
 
-def write(result: dict, out_dir: Path, suffix: str = "baselines") -> Path:
+def write(result: dict, out_dir: Path, suffix: str | None = None) -> Path:
     """``accuracy_<dataset>_<profile>.json`` (``..._<size>px_<suffix>.json`` for a run without
-    PVQAE, ``..._<size>px_features.json`` for PVQAE-F) or ``speed_size_<profile>_<size>px.json``
+    PVQAE, suffix ``baselines`` by default; ``..._<size>px_features.json`` for PVQAE-F; a
+    suffix given for a PVQAE run is appended, ``..._<size>px[_features]_<suffix>.json``, so a
+    second PVQAE run does not overwrite the first) or ``speed_size_<profile>_<size>px.json``
     under ``out_dir``."""
     if result["benchmark"] == "accuracy":
         name = f"accuracy_{dataset_tag(result)}_{result['profile']}"
         if "pvqae" not in result:
-            name += f"_{result['image_size']}px_{suffix}"
-        elif result.get("input", {}).get("kind") == "features":
-            name += f"_{result['image_size']}px_features"
+            name += f"_{result['image_size']}px_{suffix or 'baselines'}"
+        else:
+            if result.get("input", {}).get("kind") == "features":
+                name += f"_{result['image_size']}px_features"
+            elif suffix:
+                name += f"_{result['image_size']}px"
+            if suffix:
+                name += f"_{suffix}"
     else:
         name = f"speed_size_{result['profile']}_{result['image_size']}px"
     path = Path(out_dir) / f"{name}.json"
