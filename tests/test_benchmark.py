@@ -224,6 +224,13 @@ def test_accuracy_benchmark_of_a_baselines_only_run(tmp_path):
     assert ("| mtsd | cpu | 256 px | patchcore | EfficientNet-Lite0 | [0, 1] | 95.0 ± 1.0 / 91.0 ± 1.0 | 50.0 "
             "| +40.0 / +31.0 | 150 | 40.0 | 72 | image_auroc yes, pixel_auroc yes |") in table
     assert "| mtsd | cpu | 256 px | median_filter | - | [0, 1] | 55.0 ± 0.0 / 60.0 ± 0.0 | 50.0 | - |" in table
+    # each row names the settings it ran with that are not the code's defaults
+    from pvqae.benchmark.tables import _settings
+
+    assert _settings("vq_flow", {"steps": 2000, "subnet": "conv", "log_every": 5, "strides": [8, 16]}) \
+        == "subnet=conv, steps=2000"  # in the config's field order
+    assert _settings("patch_ae", {}) == "defaults" and _settings("patch_ae", None) == "?"
+    assert _settings("vq_flow", {"old_knob": 1}) == "old_knob=1 (a key the code no longer has)"
     # the per-kind AUROC the baselines stage kept (older records have none: no row)
     assert pc["image_auroc_by_defect"] == {"mtsd": {"crack": 0.9, "hole": 0.85}}
     assert "image_auroc_by_defect" not in b["methods"]["median_filter"]

@@ -109,6 +109,48 @@ def test_selection_table_lists_every_candidate_and_marks_the_choice(tmp_path):
     assert "| **budget_scale=0.001** (chosen) | 90.0 / 50.0 | 40.0 | 10 | 120, 70-30-0 / 50-45-5 |" in selection_table(tmp_path)
 
 
+def _round(round_, rows, chosen=None, **extra):
+    return {"benchmark": "selection", "method": "patch_ae", "dataset": "mtsd", "classes": ["mtsd"], "image_size": 128,
+            "seed": 0, "n_validation": {"normal": 76, "defective": 76}, "round": round_, "candidates": rows,
+            "chosen": chosen or selection.choose(rows)["setting"], **extra}
+
+
+def test_a_later_round_against_an_earlier_record_keeps_the_earlier_choice_when_it_validates_higher(tmp_path):
+    from pvqae.benchmark import selection_table
+
+    def row(setting, image):
+        return {"setting": setting, "seconds": 5.0, "validation": {"image_auroc": image, "pixel_auroc": 0.9,
+                                                                      "aupro": 0.8}}
+
+    earlier = _round(2, [row({"a.n": 1}, 0.93), row({"a.n": 3}, 0.94)], fixed={"a.steps": 500})
+    new = _round(4, [row({"a.ratio": 0.25}, 0.92), row({"a.ratio": 1.0}, 0.935)])
+    merged = selection.with_incumbent(new, earlier, "selection_round2.json")
+    assert len(merged["candidates"]) == 3 and merged["against"] == "selection_round2.json"
+    # the incumbent: round 2's choice with its fixed keys and recorded figures, not retrained
+    assert merged["chosen"] == {"a.steps": 500, "a.n": 3} and merged["chosen_validation"]["image_auroc"] == 0.94
+    assert merged["candidates"][-1]["incumbent_round"] == 2
+    # a new candidate that validates higher wins
+    better = _round(4, [row({"a.ratio": 1.0}, 0.95)])
+    assert selection.with_incumbent(better, earlier, "r2.json")["chosen"] == {"a.ratio": 1.0}
+    (tmp_path / "selection_mtsd_128px_patch_ae_round4.json").write_text(json.dumps(merged))
+    text = selection_table(tmp_path)
+    assert "| 4 | ratio=0.25 | 92.0 / 90.0 |" in text
+    assert "**steps=500, n=3** (chosen) (round 2's choice, not retrained) | 94.0 / 90.0 |" in text
+    # figures measured on another split (or seed, size, dataset) cannot compete: the field is named
+    with pytest.raises(ValueError, match="n_validation"):
+        selection.with_incumbent(new, {**earlier, "n_validation": {"normal": 21, "defective": 21}}, "b.json")
+    with pytest.raises(ValueError, match="seed: 1 there, 0 here"):
+        selection.with_incumbent(new, {**earlier, "seed": 1}, "b.json")
+
+
+def test_against_a_missing_record_fails_before_anything_trains(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        selection.main(["median_filter", "--grid", "baselines.median_filter.kernel=3",
+                        "--against", str(tmp_path / "nope.json"), "--out", str(tmp_path)])
+    assert "nope.json: no such record" in capsys.readouterr().err
+    assert not list(tmp_path.glob("selection_*"))
+
+
 def _pvqae_setup(tmp_path):
     """A tiny prepared set with a validation split, its (pixels) features manifest and a
     pre-trained autoencoder of seed 0, laid out like the pipeline's reports/."""

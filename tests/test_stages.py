@@ -245,3 +245,27 @@ def test_the_stage_runner_skips_jsonschemas_iri_grammar_and_notebooks_still_vali
             "print(sys.modules.get('rfc3987_syntax') is None, 'lark' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"], out.stderr
+
+
+def test_a_stage_reading_a_section_it_does_not_declare_is_an_error_naming_the_fix():
+    import copy
+
+    from pvqae.config import load_params
+
+    params = load_params()
+    params["prior"]["steps"] = 7
+    cfg, _ = stages.configure("prior", stages.stage_params("prior", params))
+    assert cfg.prior.steps == 7 and cfg.seeds == tuple(params["seeds"])  # declared: params.yaml's values
+    for read in (lambda: cfg.data.image_size, lambda: cfg.evaluate.score, lambda: list(cfg.baselines)):
+        with pytest.raises(stages.UndeclaredParamsError, match=r"stage 'prior' reads params section '\w+'.*"
+                                                               r"pvqae/stages/prior.py"):
+            read()
+    with pytest.raises(stages.UndeclaredParamsError, match="stage 'features' reads params section 'seed'"):
+        int(stages.configure("features", stages.stage_params("features", params))[0].seed)  # a top-level key too
+    copy.deepcopy(cfg)  # copying a stage's params reads no section
+    assert "not declared" in repr(cfg.data) and not hasattr(cfg.data, "__deepcopy__")
+    # every stage's own declared sections are readable
+    for name, st in stages.stages().items():
+        c, _ = stages.configure(name, stages.stage_params(name, params))
+        for section in st.params:
+            assert not isinstance(getattr(c, section), stages.Undeclared), (name, section)

@@ -22,6 +22,14 @@ prior from the same pre-trained autoencoder of the seed (``reports/models/pretra
 as the model reads it (pixels, or PVQAE-F's cached features)::
 
     python -m pvqae.benchmark.selection pvqae --grid budget.budget_scale=0.001,0.005,0.02
+
+A later round (``--round N``) should name the record it tries to beat with ``--against``: that
+record's choice joins the round's candidates with its recorded validation figures (it is not
+retrained: same method, dataset, image size, seed and validation split, checked), so the
+round's ``chosen`` is the rule's choice over both rounds, not just the best of the new grid::
+
+    python -m pvqae.benchmark.selection patch_ae --round 4 --against \
+        reports/benchmarks/selection_mtsd_128px_patch_ae.json --grid baselines.patch_ae.coreset_ratio=0.25,1.0
 """
 
 from __future__ import annotations
@@ -201,6 +209,30 @@ def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None,
                    val, out_path(paths, "prepared"), seed, input=base.input.kind, score=base.evaluate.score.combine)
 
 
+COMPARABLE = ("method", "dataset", "image_size", "seed", "n_validation")  # what two rounds must share
+
+
+def with_incumbent(record: dict, earlier: dict, name: str) -> dict:
+    """``record`` with ``earlier``'s chosen candidate as one more candidate, marked
+    ``incumbent: name`` (its validation figures as recorded, not retrained), and ``chosen``
+    re-taken by the :data:`RULE` over all of them. The incumbent's setting is its chosen
+    setting with the earlier round's ``fixed`` keys. Raises ``ValueError`` naming the field
+    where the two records were not measured alike (their figures could not be compared)."""
+    differ = [k for k in COMPARABLE if record.get(k) != earlier.get(k)]
+    if differ:
+        raise ValueError(f"--against {name}: not comparable with this round ("
+                         + "; ".join(f"{k}: {earlier.get(k)!r} there, {record.get(k)!r} here" for k in differ) + ")")
+    row = next((r for r in earlier["candidates"] if r["setting"] == earlier["chosen"]), None)
+    if row is None:
+        raise ValueError(f"--against {name}: its chosen setting {earlier['chosen']} is not among its candidates")
+    incumbent = {**row, "setting": {**earlier.get("fixed", {}), **row["setting"]}, "incumbent": name,
+                 "incumbent_round": earlier.get("round", 1)}
+    rows = [*record["candidates"], incumbent]
+    best = choose(rows)
+    return {**record, "candidates": rows, "chosen": best["setting"], "chosen_validation": best["validation"],
+            "against": name}
+
+
 def record_path(record: dict, out_dir: Path) -> Path:
     """``<out_dir>/selection_<dataset>_<size>px_<method>.json``."""
     from pvqae.benchmark.accuracy_record import dataset_tag
@@ -218,10 +250,17 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--prepared", type=Path, default=Path("reports/prepared"))
     ap.add_argument("--round", type=int, default=None,
                     help="a later round of the same selection (its record gets _round<N>; the table lists rounds)")
+    ap.add_argument("--against", type=Path, default=None, metavar="RECORD",
+                    help="an earlier round's selection record: its choice competes in this round's rule")
     ap.add_argument("--out", type=Path, default=Path("reports/benchmarks"), help="folder of the record")
     args = ap.parse_args(argv)
     if not args.grid:
         ap.error("give at least one --grid KEY=V1,V2")
+    earlier = None
+    if args.against is not None:  # read before anything trains: a wrong path fails in a second, not an hour
+        if not args.against.is_file():
+            ap.error(f"--against {args.against}: no such record")
+        earlier = json.loads(args.against.read_text())
     if args.method == "pvqae":
         from pvqae.stages import PATHS
 
@@ -231,6 +270,8 @@ def main(argv: list[str] | None = None) -> Path:
         record = select(args.method, parse_grid(args.grid), load_params(), args.prepared, args.seed)
     if args.round is not None:
         record["round"] = args.round
+    if earlier is not None:
+        record = with_incumbent(record, earlier, args.against.name)
     from pvqae.records import write_json
 
     path = record_path(record, args.out)

@@ -23,8 +23,9 @@ def accuracy_table(out_dir: Path) -> str:
     base = ["", "Baselines (the baselines stage: same data, splits, size, post-processing and metrics; margin = "
             "AUROC points over the median-filter floor):", "",
             "| dataset | profile | image | method | backbone | seeds | image / pixel AUROC | AUPRO "
-            "| margin over floor (image / pixel) | fit s | scoring img/s | bank / fitted MB | targets met | machine |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| margin over floor (image / pixel) | fit s | scoring img/s | bank / fitted MB | targets met | machine "
+            "| settings (those not at the code's defaults) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(Path(out_dir).glob("accuracy_*.json")):
         r = json.loads(p.read_text())
         if r.get("benchmark") == "accuracy_budgeted":  # time-budgeted runs: budgeted_table
@@ -89,8 +90,34 @@ def _baseline_rows(r: dict) -> list[str]:
                    f"| {100 * mean['image_auroc']:.1f}{spread('image_auroc')} / {100 * mean['pixel_auroc']:.1f}"
                    f"{spread('pixel_auroc')} | {100 * mean['aupro']:.1f} | {margin} "
                    f"| {'-' if fit is None else f'{fit:.0f}'} | {'-' if ips is None else f'{ips:.1f}'} "
-                   f"| {'-' if mb is None else f'{mb:.0f}'} | {met} | {r['machine']['cpu_count']} CPU |")
+                   f"| {'-' if mb is None else f'{mb:.0f}'} | {met} | {r['machine']['cpu_count']} CPU "
+                   f"| {_settings(m, b.get(f'{m}_params'))} |")
     return out
+
+
+LOGGING_KEYS = ("ckpt_every", "log_every")  # how a run reports, not what it measures
+
+
+def _settings(method: str, params: dict | None) -> str:
+    """The keys of a baseline's recorded params section that differ from its config class's
+    defaults (``steps=2000, subnet=conv``): what a row was run with, beside its figures.
+    ``?`` when the record kept no params for the method (older records: only some did)."""
+    import dataclasses
+
+    from pvqae.settings import BaselinesConfig
+
+    if params is None:
+        return "?"
+    default = dataclasses.asdict(getattr(BaselinesConfig(), method))
+    known = {k: v for k, v in params.items() if k in default}  # a key the code has since dropped is not a setting now
+    cfg = dataclasses.asdict(getattr(BaselinesConfig.from_dict({method: known}), method))
+    diff = [f"{k}={_short(v)}" for k, v in cfg.items() if k not in LOGGING_KEYS and v != default.get(k)]
+    diff += [f"{k}={_short(v)} (a key the code no longer has)" for k, v in params.items() if k not in default]
+    return ", ".join(diff) or "defaults"
+
+
+def _short(v) -> str:
+    return "[" + ", ".join(map(str, v)) + "]" if isinstance(v, (list, tuple)) else str(v)
 
 
 def _codes(r: dict) -> str:
@@ -178,7 +205,8 @@ def _routing(candidate: dict) -> str:
 def selection_table(out_dir: Path) -> str:
     """Markdown table of every ``selection_*.json`` under ``out_dir``: per record each
     candidate's validation image / pixel AUROC and AUPRO, the chosen one in bold; PVQAE's
-    candidates add their codes per image and routed level fractions."""
+    candidates add their codes per image and routed level fractions. A round run ``--against``
+    an earlier record lists that record's choice too, marked."""
     rows = ["| dataset | image | method | round | candidate | validation image / pixel AUROC | AUPRO | seconds "
             "| codes / image, normal / defective: coarse-median-fine % |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -189,6 +217,8 @@ def selection_table(out_dir: Path) -> str:
             setting = ", ".join(f"{k.rsplit('.', 1)[-1]}={val}" for k, val in c["setting"].items())
             if c["setting"] == r["chosen"]:
                 setting = f"**{setting}** (chosen)"
+            if c.get("incumbent"):  # an earlier round's choice, competing with its recorded figures
+                setting += f" (round {c['incumbent_round']}'s choice, not retrained)"
             rows.append(f"| {dataset_tag(r)} | {r['image_size']} px | {r['method']} | {r.get('round', 1)} | {setting} "
                         f"| {100 * v['image_auroc']:.1f} / {100 * v['pixel_auroc']:.1f} | {100 * v['aupro']:.1f} "
                         f"| {c['seconds']:.0f} | {_routing(c)} |")

@@ -15,6 +15,8 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from pvqae.errors import PVQAEError
+
 # Every file or folder a stage writes (its outs in dvc.yaml).
 PATHS: dict[str, str] = {
     "prepared": "reports/prepared",
@@ -169,12 +171,55 @@ def stage_params(stage: str, params: dict | None = None) -> dict:
     return out
 
 
+class UndeclaredParamsError(PVQAEError, LookupError):
+    """A stage read a params.yaml section its :class:`Stage` does not declare."""
+
+
+class Undeclared:
+    """Stands in a stage's :class:`~pvqae.settings.Params` for a section (or top-level key)
+    the stage does not declare. Without it the notebook would silently get the section's
+    defaults, not params.yaml's values, and DVC would not rerun the stage when they change;
+    any read is an :class:`UndeclaredParamsError` naming the stage, the section and the fix."""
+
+    __slots__ = ("_stage", "_section")
+
+    def __init__(self, stage: str, section: str):
+        object.__setattr__(self, "_stage", stage)
+        object.__setattr__(self, "_section", section)
+
+    def _fail(self, *_, **__):
+        raise UndeclaredParamsError(
+            f"stage {self._stage!r} reads params section {self._section!r}, which it does not declare: it would "
+            f"get the defaults, not params.yaml's values, and `dvc repro` would not rerun it when they change. Add "
+            f"{self._section!r} to STAGE.params in pvqae/stages/{self._stage}.py and run `python -m pvqae dvc-yaml`")
+
+    def __getattr__(self, name):
+        if name.startswith("__"):  # copy, pickle and hasattr probe dunders: not a read of the section
+            raise AttributeError(name)
+        self._fail()
+
+    __iter__ = __len__ = __int__ = __index__ = __float__ = __bool__ = __getitem__ = __contains__ = _fail
+
+    def __repr__(self) -> str:
+        return f"<params section {self._section!r}: not declared by stage {self._stage!r}>"
+
+
+GUARDED = ("seed", "seeds", "data", "input", "model", "pretrain", "static_vq", "budget", "prior", "evaluate",
+           "baselines", "ablations", "figures", "budgeted")  # Params fields a stage must declare to read
+
+
 def configure(stage: str, params: dict | None = None, paths: dict | None = None):
     """``(Params, paths)`` of a stage's notebook: the injected params sections read strictly
-    (params.yaml's when the notebook is run by hand) and the output paths."""
+    (params.yaml's when the notebook is run by hand) and the output paths. Sections the stage
+    does not declare are :class:`Undeclared`: reading one is an error, not a silent default."""
     from pvqae.settings import Params
 
-    return Params.from_dict(params if params is not None else stage_params(stage)), dict(paths or PATHS)
+    declared = set(stages()[stage].params)
+    cfg = Params.from_dict(params if params is not None else stage_params(stage))
+    for name in GUARDED:
+        if name not in declared:
+            object.__setattr__(cfg, name, Undeclared(stage, name))  # frozen dataclass: set once, here
+    return cfg, dict(paths or PATHS)
 
 
 def out_path(paths: dict, key: str) -> Path:
