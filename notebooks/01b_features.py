@@ -16,7 +16,7 @@
 # training split) instead of pixels; this stage computes it once for every prepared image,
 # with the DWT entropy of the image patch under each coarse code. With `input.kind: pixels`
 # (the paper) it writes only its manifest.
-# Outputs: `reports/features/{features.npz,manifest.json}`.
+# Outputs: `reports/features/{features.npy,features.npz,manifest.json}`.
 
 # %% tags=["parameters"]
 params = None  # injected by `python -m pvqae run`: the params.yaml sections of this stage

@@ -75,8 +75,9 @@ def extract(backbone, images: np.ndarray, strides: tuple[int, ...], batch_size: 
 
 
 def build_cache(cfg: InputConfig, entropy, prepared_dir: Path, out_dir: Path, progress: bool = True) -> dict:
-    """The features stage: ``features.npz`` (features of every prepared image and of the
-    validation split's defective images, float16; DWT entropies at the coarse code grid;
+    """The features stage: ``features.npy`` (features of every prepared image, float16, read
+    per split through a memory map), ``features.npz`` (the validation split's defective
+    images' features; DWT entropies at the coarse code grid;
     the training split's per-channel mean / std) and ``manifest.json`` under ``out_dir``.
     For ``kind: pixels`` only the manifest. ``entropy`` is the ``data.entropy`` config."""
     from pvqae.backbones import load_backbone
@@ -105,7 +106,9 @@ def build_cache(cfg: InputConfig, entropy, prepared_dir: Path, out_dir: Path, pr
             kw = {"wavelet": entropy.wavelet, "level": entropy.level, "noise_floor": floor}
             ent = batch_patch_entropies(arr["images"].astype(np.float32) / 255.0, coarse, **kw)
             val_ent = batch_patch_entropies(arr["val_defect_images"].astype(np.float32) / 255.0, coarse, **kw)
-        np.savez(out_dir / "features.npz", features=feats, val_defect_features=val_feats,
+        # the big array on its own, so that a split reads its rows through a memory map
+        np.save(out_dir / "features.npy", feats)
+        np.savez(out_dir / "features.npz", val_defect_features=val_feats,
                  entropy=ent.astype(np.float32), val_defect_entropy=val_ent.astype(np.float32),
                  mean=mean.astype(np.float32), std=np.maximum(std, 1e-6).astype(np.float32))
         manifest.update(backbone=cfg.backbone, backbone_status=status, strides=list(cfg.strides),
@@ -134,7 +137,8 @@ def as_model_input(split: dict, features_dir: Path, validation: bool = False) ->
         return split
     arr = np.load(Path(features_dir) / "features.npz")
     idx = np.asarray(split["index"])
-    feats, ent = arr["features"][idx], arr["entropy"][idx]
+    every = np.load(Path(features_dir) / "features.npy", mmap_mode="r")  # only this split's rows are read
+    feats, ent = np.asarray(every[idx]), arr["entropy"][idx]
     if validation:  # the held-out normals, then their defective copies
         feats = np.concatenate([feats, arr["val_defect_features"]])
         ent = np.concatenate([ent, arr["val_defect_entropy"]])

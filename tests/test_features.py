@@ -40,7 +40,7 @@ def cache(tiny_reports, lite0, tmp_path_factory):
 def test_cached_features_equal_a_fresh_extraction(cache, tiny_reports, lite0):
     out, manifest, cfg = cache
     arr = np.load(tiny_reports / "prepared" / "arrays.npz")
-    stored = np.load(out / "features.npz")
+    stored = {**np.load(out / "features.npz"), "features": np.load(out / "features.npy")}
     assert manifest["channels"] == 24 + 40 and manifest["grid"] == 8 and manifest["coarse_grid"] == 2
     assert stored["features"].shape == (len(arr["images"]), 64, 8, 8) and stored["features"].dtype == np.float16
     fresh = extract(lite0, arr["images"][:5], STRIDES, batch_size=5, progress=False)  # the cache's first batch

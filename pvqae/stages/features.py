@@ -13,6 +13,6 @@ STAGE = Stage("features", "01b_features.py", params=("data", "input"),
 
 
 def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
-    """Write ``reports/features/{features.npz,manifest.json}``; return the manifest."""
+    """Write ``reports/features/{features.npy,features.npz,manifest.json}``; return the manifest."""
     return build_cache(cfg.input, cfg.data.entropy, out_path(paths, "prepared"), out_path(paths, "features"),
                        progress=progress)
