@@ -25,8 +25,10 @@ as the model reads it (pixels, or PVQAE-F's cached features)::
 
 A later round (``--round N``) should name the record it tries to beat with ``--against``: that
 record's choice joins the round's candidates with its recorded validation figures (it is not
-retrained: same method, dataset, image size, seed and validation split, checked), so the
-round's ``chosen`` is the rule's choice over both rounds, not just the best of the new grid::
+retrained: same method, dataset, image size, seed and validation-split size, checked), so the
+round's ``chosen`` is the rule's choice over both rounds, not just the best of the new grid. A
+record from older code may not reproduce (MTSD's Patch AE: 94.1 recorded, 92.8 rerun); rerun
+the incumbent as a one-candidate round and point ``--against`` at that::
 
     python -m pvqae.benchmark.selection patch_ae --round 4 --against \
         reports/benchmarks/selection_mtsd_128px_patch_ae.json --grid baselines.patch_ae.coreset_ratio=0.25,1.0
