@@ -163,7 +163,7 @@ def baselines_record(reports: Path, tag: str, params: dict) -> dict:
             "stage_seconds": notebook_seconds(reports / "executed" / "baselines.ipynb"),
             "patchcore_params": params.get("baselines", {}).get("patchcore"),
             "padim_params": params.get("baselines", {}).get("padim"),
-            **{f"{m}_params": params.get("baselines", {}).get(m) for m in ("patch_ae", "vq_flow") if m in methods},
+            **{f"{m}_params": params.get("baselines", {}).get(m) for m in methods if m not in ("patchcore", "padim")},
             "postprocess": {k: params.get("evaluate", {}).get("score", {}).get(k) for k in ("smooth_sigma", "image_score")},
             "targets": targets, "met": met}
 
