@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pvqae.model import PVQAE
 from pvqae.prior import BudgetPriorTransformer
 from pvqae.routing import RoutingOutput
-from pvqae.strict_config import Config
+from pvqae.strict_config import Config, ConfigError
 
 
 class ScoreOutput(NamedTuple):
@@ -72,10 +72,22 @@ class ScoreConfig(Config):
     smooth_sigma: float = 4.0  # Gaussian sigma in px at 256 px, scaled with the map size (0 = off)
     budget_upsample: str = "nearest"  # nearest | bilinear
     combine: str = "product"  # product (paper) | rec | budget (diagnostics)
+    # image score only: ignore this many px at 256 px (scaled) along every edge, where padding
+    # artefacts, not defects, can hold the map's maximum; the pixel maps keep every pixel
+    border_margin: int = 0
+
+    def __post_init__(self):
+        if self.border_margin < 0:
+            raise ConfigError(f"{self.SECTION}.border_margin must be >= 0 px, got {self.border_margin}")
 
     def sigma_at(self, size: int) -> float:
         """Gaussian sigma in pixels for a ``size`` px map: ``smooth_sigma * size / 256``."""
         return self.smooth_sigma * size / SIGMA_REFERENCE_SIZE
+
+    def margin_at(self, size: int) -> int:
+        """The ignored border in pixels of a ``size`` px map: ``border_margin * size / 256``,
+        rounded, kept below half the map (so at least the centre pixel scores)."""
+        return min(int(round(self.border_margin * size / SIGMA_REFERENCE_SIZE)), (size - 1) // 2)
 
 
 
@@ -95,7 +107,11 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def image_scores(score_map: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
-    """Image-level score from (B, H, W) maps: max, or mean of the top-k fraction."""
+    """Image-level score from (B, H, W) maps: max, or mean of the top-k fraction, over the map
+    inside ``cfg.border_margin`` (scaled to the map's width)."""
+    m = cfg.margin_at(score_map.shape[-1])
+    if m:
+        score_map = score_map[:, m:score_map.shape[-2] - m, m:score_map.shape[-1] - m]
     flat = score_map.flatten(1)
     if cfg.image_score == "max":
         return flat.max(1).values

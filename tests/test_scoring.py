@@ -14,6 +14,7 @@ from pvqae.scoring import (
     gaussian_blur,
     image_scores,
     inference_layout,
+    postprocess,
     reconstruction_error,
     score_batch,
 )
@@ -130,6 +131,28 @@ def test_image_scores_max_and_topk():
     torch.testing.assert_close(s1, torch.tensor([99.0, 198.0]))
     with pytest.raises(ValueError, match="image_score must be 'max' or 'topk', got 'mean'"):
         image_scores(m, ScoreConfig(image_score="mean"))
+
+
+def test_border_margin_keeps_an_edge_maximum_out_of_the_image_score_only():
+    from pvqae.strict_config import ConfigError
+
+    smap = torch.zeros(2, 64, 64)
+    smap[0, 0, 10] = 9.0  # an edge artefact
+    smap[0, 30, 30] = 2.0  # an inner defect
+    smap[1, 3, 3] = 5.0  # 3 px in: inside a 2 px margin, outside a 4 px one
+    assert image_scores(smap, ScoreConfig()).tolist() == [9.0, 5.0]
+    # 8 px at 256 px is 2 px on a 64 px map: the edge pixel is ignored, the one 3 px in is not
+    cfg = ScoreConfig(border_margin=8)
+    assert cfg.margin_at(64) == 2 and cfg.margin_at(256) == 8
+    assert image_scores(smap, cfg).tolist() == [2.0, 5.0]
+    assert image_scores(smap, ScoreConfig(border_margin=16)).tolist() == [2.0, 0.0]
+    # postprocess: the smoothed map itself keeps every pixel (pixel metrics see the borders)
+    full, _ = postprocess(smap, ScoreConfig(smooth_sigma=0))
+    cut, img = postprocess(smap, ScoreConfig(smooth_sigma=0, border_margin=8))
+    assert torch.equal(full, cut) and img.tolist() == [2.0, 5.0]
+    assert ScoreConfig(border_margin=10_000).margin_at(5) == 2  # never the whole map
+    with pytest.raises(ConfigError, match="border_margin must be >= 0"):
+        ScoreConfig(border_margin=-1)
 
 
 def test_gaussian_blur_sigma_zero_is_identity():
