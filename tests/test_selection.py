@@ -101,6 +101,12 @@ def test_selection_table_lists_every_candidate_and_marks_the_choice(tmp_path):
     text = selection_table(tmp_path)
     assert "| mtsd | 128 px | vq_flow | 1 | steps=600 | 90.0 / 50.0 | 40.0 | 10 | - |" in text
     assert "**steps=2000** (chosen)" in text
+    # a diagnostic selection whose choice was not applied is not marked chosen
+    (tmp_path / "selection_mtsd_128px_median_filter.json").write_text(json.dumps(
+        {**rec, "method": "median_filter", "applied": False}))
+    assert "| median_filter | 1 | steps=2000 (ranks first; not applied: the record's note says why) |" \
+        in selection_table(tmp_path)
+    (tmp_path / "selection_mtsd_128px_median_filter.json").unlink()
     assert selection_table(tmp_path / "none") == ""
     pv = {**rows[0], "setting": {"budget.budget_scale": 0.001}, "codes_per_image": 120.4,
           "level_fractions": {"normal": [0.7, 0.3, 0.0], "defective": [0.5, 0.45, 0.05]}}

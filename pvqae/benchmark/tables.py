@@ -216,7 +216,8 @@ def selection_table(out_dir: Path) -> str:
             v = c["validation"]
             setting = ", ".join(f"{k.rsplit('.', 1)[-1]}={val}" for k, val in c["setting"].items())
             if c["setting"] == r["chosen"]:
-                setting = f"**{setting}** (chosen)"
+                setting = (f"**{setting}** (chosen)" if r.get("applied", True)
+                           else f"{setting} (ranks first; not applied: the record's note says why)")
             if c.get("incumbent"):  # an earlier round's choice, competing with its recorded figures
                 setting += f" (round {c['incumbent_round']}'s choice, not retrained)"
             rows.append(f"| {dataset_tag(r)} | {r['image_size']} px | {r['method']} | {r.get('round', 1)} | {setting} "
