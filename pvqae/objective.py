@@ -3,8 +3,9 @@ training objective"), in the manner of taming-transformers' ``VQLPIPSWithDiscrim
 
     L = L_rec + w_vq L_vq + w_gan(t) L_gan + lambda(t) L_budget,
 
-- L_rec = l1 |x - x^| + l2 (x - x^)^2 + ssim (1 - SSIM(x, x^)); SSIM stands in for VQ-GAN's
-  LPIPS, which needs a pretrained VGG we cannot download (README, "method decisions");
+- L_rec = l1 |x - x^| + l2 (x - x^)^2 + ssim (1 - SSIM(x, x^)) + perceptual d(x, x^); SSIM
+  stood in for VQ-GAN's LPIPS (its VGG cannot be downloaded); ``perceptual`` is an LPIPS-like
+  distance on the frozen EfficientNet-Lite0 (:mod:`pvqae.perceptual`), off by default;
 - L_vq: the quantizers' codebook + commitment loss (each used code once);
 - w_gan(t): VQ-GAN's adaptive weight, times ``disc_weight``, 0 before ``disc_start``;
 - lambda(t) L_budget: the budget loss (:mod:`pvqae.budget`) weighted by the lambda
@@ -56,9 +57,13 @@ class PVQAELoss(nn.Module):
 
     def __init__(self, *, in_channels: int, l1_weight: float = 1.0, l2_weight: float = 0.0, ssim_weight: float = 0.2,
                  vq_weight: float = 1.0, disc_weight: float = 0.0, disc_start: int = 0, disc_ch: int = 32,
-                 disc_layers: int = 2, budget: BudgetConfig | None = None):
+                 disc_layers: int = 2, budget: BudgetConfig | None = None, perceptual_weight: float = 0.0,
+                 perceptual: nn.Module | None = None):
         super().__init__()
         self.rec_weights = {"l1_weight": l1_weight, "l2_weight": l2_weight, "ssim_weight": ssim_weight}
+        if perceptual_weight and perceptual is None:
+            raise ValueError("perceptual_weight > 0 needs the perceptual module (PVQAELoss.from_config builds it)")
+        self.perceptual_weight, self.perceptual = perceptual_weight, perceptual if perceptual_weight else None
         self.vq_weight, self.disc_weight, self.disc_start = vq_weight, disc_weight, disc_start
         self.budget = budget
         self.discriminator = (PatchGANDiscriminator(in_channels, disc_ch, disc_layers, norm="group")
@@ -66,9 +71,18 @@ class PVQAELoss(nn.Module):
 
     @classmethod
     def from_config(cls, train: PretrainConfig, *, in_channels: int, budget: BudgetConfig | None = None) -> "PVQAELoss":
+        perceptual = None
+        if train.perceptual_weight:
+            if in_channels not in (1, 3):
+                raise ValueError(f"pretrain.perceptual_weight > 0 compares images, but the autoencoder reads "
+                                 f"{in_channels} channels (a feature map): set pretrain.perceptual_weight: 0")
+            from pvqae.perceptual import PerceptualLoss
+
+            perceptual = PerceptualLoss.from_config(strides=train.perceptual_strides)
         return cls(in_channels=in_channels, l1_weight=train.l1_weight, l2_weight=train.l2_weight,
                    ssim_weight=train.ssim_weight, vq_weight=train.vq_weight, disc_weight=train.disc_weight,
-                   disc_start=train.disc_start, disc_ch=train.disc_ch, disc_layers=train.disc_layers, budget=budget)
+                   disc_start=train.disc_start, disc_ch=train.disc_ch, disc_layers=train.disc_layers, budget=budget,
+                   perceptual_weight=train.perceptual_weight, perceptual=perceptual)
 
     def adversarial(self, step: int) -> bool:
         """Whether the adversarial terms are on at ``step``."""
@@ -86,8 +100,13 @@ class PVQAELoss(nn.Module):
             check_finite("discriminator loss", d_loss, step)
             return d_loss, {"d": d_loss.item()}
         rec = reconstruction_loss(x, out.recon, **self.rec_weights)
+        logs: dict = {"vq": out.vq_loss.item()}
+        if self.perceptual is not None:  # part of L_rec: the adaptive GAN weight balances against it too
+            p = self.perceptual(x, out.recon)
+            rec = rec + self.perceptual_weight * p
+            logs["perceptual"] = p.item()
         loss = rec + self.vq_weight * out.vq_loss
-        logs: dict = {"rec": rec.item(), "vq": out.vq_loss.item()}
+        logs["rec"] = rec.item()
         b = self.budget
         if b is not None and b.lambda_max > 0 and out.routing is not None:
             lam = budget_mod.lambda_schedule(step, b.steps, b.lambda_max, b.lambda_schedule, b.lambda_warmup)

@@ -76,6 +76,8 @@ class PretrainConfig(Config):
     l1_weight: float = 1.0
     l2_weight: float = 0.0
     ssim_weight: float = 0.2  # stands in for LPIPS (no pretrained VGG offline)
+    perceptual_weight: float = 0.0  # LPIPS-like term on frozen EfficientNet-Lite0 (pvqae.perceptual); 0 = off
+    perceptual_strides: tuple[int, ...] = (4, 8, 16)  # its endpoints
     vq_weight: float = 1.0
     disc_weight: float = 0.1  # adversarial term; 0 = no discriminator
     disc_start: int = 100  # step at which the adversarial term switches on
