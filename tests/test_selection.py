@@ -76,6 +76,13 @@ def test_select_scores_validation_only_and_records_the_choice(tmp_path, monkeypa
     # the two kernels give different maps, so different validation figures
     a, b = (r["validation"] for r in record["candidates"])
     assert a != b
+    # each candidate's image AUROC per synthetic defect kind, every kind of the split present
+    from pvqae.data.prepared import load_validation
+
+    kinds = {m["defect"] for m in load_validation(prep)["meta"] if m.get("label") == 1}
+    by_kind = record["candidates"][0]["validation_by_kind"]
+    assert {k for per_class in by_kind.values() for k in per_class} == kinds
+    assert all(0 <= v <= 1 for per_class in by_kind.values() for v in per_class.values())
     from pvqae.baselines import harness
 
     def never(*a, **k):

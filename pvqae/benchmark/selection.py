@@ -135,7 +135,8 @@ def select(method: str, grid: dict[str, list], params: dict, prepared_dir: Path 
                                                  Path(tmp) / f"c{i}", backbone, progress)
             rows.append({"setting": setting, "seconds": time.perf_counter() - t0,
                          "train_seconds": summary.get("seconds", summary.get("train_seconds")),
-                         "validation": {k: res["mean"][k] for k in FIGURES}})
+                         "validation": {k: res["mean"][k] for k in FIGURES},
+                         "validation_by_kind": res["image_auroc_by_kind"]})  # per synthetic defect kind
             if progress:
                 print(json.dumps(rows[-1]), flush=True)
     return _record(method, grid, rows, params, base, val, Path(prepared_dir), seed)

@@ -204,21 +204,19 @@ class Undeclared:
         return f"<params section {self._section!r}: not declared by stage {self._stage!r}>"
 
 
-GUARDED = ("seed", "seeds", "data", "input", "model", "pretrain", "static_vq", "budget", "prior", "evaluate",
-           "baselines", "ablations", "figures", "budgeted")  # Params fields a stage must declare to read
-
-
 def configure(stage: str, params: dict | None = None, paths: dict | None = None):
     """``(Params, paths)`` of a stage's notebook: the injected params sections read strictly
     (params.yaml's when the notebook is run by hand) and the output paths. Sections the stage
     does not declare are :class:`Undeclared`: reading one is an error, not a silent default."""
+    import dataclasses
+
     from pvqae.settings import Params
 
-    declared = set(stages()[stage].params)
+    declared = {*stages()[stage].params, "profile"}  # profile is always injected
     cfg = Params.from_dict(params if params is not None else stage_params(stage))
-    for name in GUARDED:
-        if name not in declared:
-            object.__setattr__(cfg, name, Undeclared(stage, name))  # frozen dataclass: set once, here
+    for f in dataclasses.fields(Params):
+        if f.name not in declared:
+            object.__setattr__(cfg, f.name, Undeclared(stage, f.name))  # frozen dataclass: set once, here
     return cfg, dict(paths or PATHS)
 
 
