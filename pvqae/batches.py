@@ -65,3 +65,16 @@ def train_stream(split: dict, batch_size: int, seed: int, jitter: float = 0.1) -
     """Deterministic augmented batch stream over a split's images and entropy maps."""
     return BatchStream({"image": split["image"], "entropy": split["entropy"]}, batch_size, seed,
                        augment=partial(flip_augment, jitter=jitter))
+
+
+def feature_jitter(x: torch.Tensor, scale: float, g: torch.Generator) -> torch.Tensor:
+    """UniAD's feature jitter (You et al., NeurIPS 2022, Sec. 3.4): ``x`` plus Gaussian noise
+    whose std at each position is ``scale`` x that position's RMS over channels. Fed to the
+    autoencoder while the loss compares with the clean ``x``, it turns reconstruction into
+    denoising, so the network cannot learn the identity that also reconstructs defects.
+    UniAD's setting (noise std ``20 ||f|| / C`` at C = 272) is ``scale`` = 20 / sqrt(272) = 1.2."""
+    if scale <= 0:
+        return x
+    rms = x.detach().pow(2).mean(dim=1, keepdim=True).sqrt()
+    noise = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
+    return x + scale * rms * noise

@@ -15,6 +15,7 @@ STREAMS = {
     "augment": 7_000_001,  # flips / jitter of the batch at step i
     "routing": 9_000_011,  # Gumbel noise or random routing at step i
     "prior_mask": 5_000_011,  # the masked-token pattern of the prior at step i
+    "jitter": 3_000_017,  # the feature-jitter noise of the autoencoder's input at step i
 }
 
 

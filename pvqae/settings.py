@@ -85,6 +85,7 @@ class PretrainConfig(Config):
     disc_layers: int = 2
     routing: str = "random"  # random level per coarse patch: trains all three codebooks
     augment_jitter: float = 0.1  # flip + brightness/contrast jitter (Sec. IV-A)
+    feature_jitter: float = 0.0  # UniAD's input noise, std = this x the position's RMS (pvqae.batches.feature_jitter); 0 = off
     ckpt_every: int = 200  # resume checkpoint interval in steps
     log_every: int = 20
     autocast: str = "bf16"  # none | bf16: mixed precision of forward + loss on CUDA only (the CPU stays float32)
@@ -93,6 +94,8 @@ class PretrainConfig(Config):
     def __post_init__(self):
         if self.autocast not in ("none", "bf16"):
             raise ConfigError(f"{self.SECTION}.autocast must be 'none' or 'bf16', got {self.autocast!r}")
+        if self.feature_jitter < 0:
+            raise ConfigError(f"{self.SECTION}.feature_jitter must be >= 0 (0 = off), got {self.feature_jitter}")
 
     def for_budget(self, budget: "BudgetConfig") -> "PretrainConfig":
         """The autoencoder settings of budget learning: these, with its own steps, lr,

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pvqae import distributed, seeds
-from pvqae.batches import BatchStream
+from pvqae.batches import BatchStream, feature_jitter
 from pvqae.checkpoint import save_checkpoint
 from pvqae.losses import check_finite
 from pvqae.model import LEVEL_NAMES, PVQAE
@@ -83,10 +83,11 @@ def _train_autoencoder(model: PVQAE, loss_fn: PVQAELoss, dev: torch.device, stre
             break
         b = {k: v.to(dev) for k, v in distributed.shard(stream.batch(step)).items()}
         x = b["image"]
+        x_in = feature_jitter(x, cfg.feature_jitter, seeds.generator("jitter", seed, step))  # x when off
         tau = budget.tau_at(step) if budget else 1.0
         with distributed.autocast(dev, cfg.autocast):
-            out = net(x, mode=cfg.routing, tau=tau, generator=seeds.generator("routing", seed, step)) \
-                if model.dynamic else net(x)
+            out = net(x_in, mode=cfg.routing, tau=tau, generator=seeds.generator("routing", seed, step)) \
+                if model.dynamic else net(x_in)
             loss, logs = loss_fn(x, out, step=step, entropy=b["entropy"], last_layer=model.last_layer)
         row: dict = {"step": step, **logs}
         opt.zero_grad(set_to_none=True)

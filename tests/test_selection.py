@@ -216,10 +216,39 @@ def test_select_pvqae_learns_each_budget_from_the_shared_pretraining_on_validati
     assert static["level_fractions"] == {"normal": [1.0, 0.0, 0.0], "defective": [1.0, 0.0, 0.0]}
 
 
-def test_select_pvqae_refuses_pretraining_keys_and_a_missing_pretrained_model(tmp_path):
+def test_select_pvqae_pretrains_each_candidate_that_changes_pretraining_and_refuses_other_sections(
+        tmp_path, isolated_training):
     params, paths = _pvqae_setup(tmp_path)
-    with pytest.raises(KeyError, match="pretrain.steps.*shared"):
-        selection.select_pvqae({"pretrain.steps": [1, 2]}, params, paths, progress=False)
+    params["pretrain"].update(steps=4, disc_weight=0.0)
+    with pytest.raises(KeyError, match="data.image_size.*may change only"):
+        selection.select_pvqae({"data.image_size": [16]}, params, paths, progress=False)
     (tmp_path / "models" / "pretrain" / "seed0" / "pvqae_pretrain.pt").unlink()
     with pytest.raises(FileNotFoundError, match="dvc repro pretrain"):
         selection.select_pvqae({"budget.budget_scale": [0.001]}, params, paths, progress=False)
+    # a pretrain key: every candidate pre-trains its own autoencoder, so the shared one is not needed
+    record = selection.select_pvqae({"pretrain.feature_jitter": [0.0, 1.0]}, params, paths, progress=False)
+    clean, jittered = record["candidates"]
+    assert clean["setting"] == {"pretrain.feature_jitter": 0.0}
+    assert clean["train_seconds"] > 0 and jittered["train_seconds"] > 0
+    assert clean["heldout_l1"] != jittered["heldout_l1"]  # two different pre-trainings
+    assert set(clean["validation_by_kind"]) == set(record["classes"])
+
+
+def test_select_pvqae_candidates_differing_only_in_evaluate_share_one_training(tmp_path, monkeypatch,
+                                                                               isolated_training):
+    from pvqae.stages import budget
+
+    params, paths = _pvqae_setup(tmp_path)
+    calls = []
+    real = budget.learn_budget
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(budget, "learn_budget", counting)
+    record = selection.select_pvqae({"evaluate.score.border_margin": [0, 8]}, params, paths, progress=False)
+    assert len(calls) == 1
+    a, b = record["candidates"]
+    assert a["train_seconds"] == b["train_seconds"] and a["codes_per_image"] == b["codes_per_image"]
+    assert a["validation"]["pixel_auroc"] == b["validation"]["pixel_auroc"]  # the margin moves the image score only

@@ -398,3 +398,54 @@ def test_train_configs_are_strict_and_typed():
     # budget learning: the autoencoder settings of pre-training with the budget stage's own
     pre, b = PretrainConfig(steps=100, lr=1e-3, disc_start=50), BudgetConfig(steps=7, lr=2e-4, disc_start=0)
     assert pre.for_budget(b) == pre.replace(steps=7, lr=2e-4, disc_start=0, routing="dynamic")
+
+
+def test_feature_jitter_scales_with_each_positions_magnitude_and_is_off_at_zero():
+    from pvqae.batches import feature_jitter
+    from pvqae.seeds import generator
+
+    x = torch.ones(2, 64, 8, 8)
+    x[:, :, :4] *= 10.0  # the top half is 10 x larger
+    assert feature_jitter(x, 0.0, generator("jitter", 0, 0)) is x
+    noisy = feature_jitter(x, 0.5, generator("jitter", 0, 0))
+    noise = noisy - x
+    top, bottom = noise[:, :, :4].std().item(), noise[:, :, 4:].std().item()
+    assert top == pytest.approx(5.0, rel=0.1) and bottom == pytest.approx(0.5, rel=0.1)  # std = 0.5 x RMS
+    assert torch.equal(noisy, feature_jitter(x, 0.5, generator("jitter", 0, 0)))  # a pure function of (seed, step)
+    assert not torch.equal(noisy, feature_jitter(x, 0.5, generator("jitter", 0, 1)))
+
+
+def test_feature_jitter_feeds_the_network_noise_but_the_loss_the_clean_input(tmp_path, monkeypatch,
+                                                                            isolated_training):
+    from pvqae import train as train_mod
+    from pvqae.batches import train_stream
+    from pvqae.config import load_params
+    from pvqae.model import PVQAE
+    from pvqae.settings import Params
+
+    params = load_params()
+    params["data"].update(image_size=32, patch_size=8)
+    cfg = Params.from_dict(params)
+    seen = {}
+    real_forward = PVQAE.forward
+
+    def spy(self, x, *a, **k):
+        seen.setdefault("input", x.detach().clone())
+        return real_forward(self, x, *a, **k)
+
+    real_loss = train_mod.PVQAELoss.forward
+
+    def spy_loss(self, x, out, *a, **k):
+        seen.setdefault("target", x.detach().clone())
+        return real_loss(self, x, out, *a, **k)
+
+    monkeypatch.setattr(PVQAE, "forward", spy)
+    monkeypatch.setattr(train_mod.PVQAELoss, "forward", spy_loss)
+    split = {"image": torch.rand(4, 3, 32, 32), "entropy": torch.rand(4, 4, 4)}
+    torch.manual_seed(0)
+    model = PVQAE(cfg.model_config(input_shape=(3, 32)))
+    pre = cfg.pretrain.replace(steps=1, disc_weight=0.0, augment_jitter=0.0, feature_jitter=1.0, batch_size=4)
+    train_mod.train_autoencoder(model, train_stream(split, 4, 0, 0.0), pre, tmp_path, "j", 0, progress=False)
+    assert not torch.allclose(seen["input"], seen["target"])
+    ratio = ((seen["input"] - seen["target"]).std() / seen["target"].pow(2).mean().sqrt()).item()
+    assert 0.8 < ratio < 1.2

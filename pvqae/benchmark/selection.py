@@ -15,13 +15,15 @@ its profile)::
 A grid key is a dotted params key; its comma-separated values are YAML-parsed (``[8, 16]``
 stays a list: commas inside brackets do not split). Candidates are the grid's product.
 
-``pvqae`` as the method selects PVQAE's settings after pre-training (sections ``budget``,
-``prior``, ``evaluate``: e.g. ``budget.budget_scale``): every candidate learns its budget and
-prior from the same pre-trained autoencoder of the seed (``reports/models/pretrain``, so run
-``dvc repro pretrain`` first) and is scored, with the paper's score, on the validation split
-as the model reads it (pixels, or PVQAE-F's cached features)::
+``pvqae`` as the method selects PVQAE's settings (sections ``pretrain``, ``model``,
+``budget``, ``prior``, ``evaluate``). Without a ``pretrain`` / ``model`` key every candidate
+learns its budget and prior from the same pre-trained autoencoder of the seed
+(``reports/models/pretrain``, so run ``dvc repro pretrain`` first); with one, each candidate
+pre-trains its own. Every candidate is scored, with the configured (paper's) score, on the
+validation split as the model reads it (pixels, or PVQAE-F's cached features)::
 
     python -m pvqae.benchmark.selection pvqae --grid budget.budget_scale=0.001,0.005,0.02
+    python -m pvqae.benchmark.selection pvqae --grid pretrain.feature_jitter=0.0,0.5,1.2
 
 A later round (``--round N``) should name the record it tries to beat with ``--against``: that
 record's choice joins the round's candidates with its recorded validation figures (it is not
@@ -48,7 +50,8 @@ from pvqae.baselines import METHODS, NEEDS_BACKBONE
 from pvqae.config import get_dotted, load_params, parse_value, set_dotted
 from pvqae.settings import Params
 
-PVQAE_SECTIONS = ("budget", "prior", "evaluate")  # what a PVQAE candidate may change: pre-training is shared
+PRETRAIN_SECTIONS = ("pretrain", "model")  # a candidate changing these pre-trains its own autoencoder
+PVQAE_SECTIONS = (*PRETRAIN_SECTIONS, "budget", "prior", "evaluate")  # what a PVQAE candidate may change
 RULE = "highest validation image AUROC, then pixel AUROC (the first listed candidate wins a tie)"
 FIGURES = ("image_auroc", "pixel_auroc", "aupro")
 
@@ -159,27 +162,32 @@ def _record(method: str, grid: dict, rows: list[dict], params: dict, base: Param
 def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None, seed: int = 0,
                  progress: bool = True) -> dict:
     """Budget learning, prior and scoring of every candidate of ``grid`` (keys of
-    :data:`PVQAE_SECTIONS`) from the seed's pre-trained autoencoder; scored on the label-free
-    validation split with the configured (paper's) score. The selection record, as :func:`select`'s,
-    with each candidate's codes per image and routed level fractions on the validation images."""
+    :data:`PVQAE_SECTIONS`), scored on the label-free validation split with the configured
+    (paper's) score. Without a :data:`PRETRAIN_SECTIONS` key every candidate starts from the
+    seed's one pre-trained autoencoder; with one, each pre-trains its own first (same seed).
+    Candidates that differ only in ``evaluate`` share one trained model and prior. The
+    selection record, as :func:`select`'s, with each candidate's codes per image and routed
+    level fractions on the validation images."""
     import torch
 
-    from pvqae.evaluation import code_allocation
+    from pvqae.evaluation import auroc_by_kind, code_allocation
     from pvqae.model import LEVEL_NAMES
     from pvqae.stages import PATHS, load_split, load_validation_split, out_path, seed_dir
     from pvqae.stages.budget import learn_budget
     from pvqae.stages.evaluate import evaluate_model
+    from pvqae.stages.pretrain import pretrain_pvqae
     from pvqae.stages.prior import learn_prior
 
     paths = dict(paths or PATHS)
     bad = [k for k in grid if k.split(".", 1)[0] not in PVQAE_SECTIONS]
     if bad:
         raise KeyError(f"--grid {', '.join(bad)}: a PVQAE candidate may change only the sections "
-                       f"{', '.join(PVQAE_SECTIONS)} (pre-training is shared by every candidate)")
+                       f"{', '.join(PVQAE_SECTIONS)}")
     settings = candidates(params, grid)
     configs = [Params.from_dict(_with(params, setting)) for setting in settings]  # every candidate read before any trains
+    own_pretraining = any(k.split(".", 1)[0] in PRETRAIN_SECTIONS for k in grid)
     pretrained = seed_dir(out_path(paths, "pretrain_models"), seed) / "pvqae_pretrain.pt"
-    if not pretrained.is_file():
+    if not own_pretraining and not pretrained.is_file():
         raise FileNotFoundError(f"{pretrained} is missing: run `dvc repro pretrain` (or `python -m pvqae run pretrain`) "
                                 f"with seed {seed} in params `seeds` first")
     train, heldout = load_split(paths, "train"), load_split(paths, "val")
@@ -187,15 +195,27 @@ def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None,
     base = Params.from_dict(params)
     # the evaluate stage's allocation table with every class pooled into one: normal vs defective
     pooled = {**val, "class_index": torch.zeros_like(val["class_index"]), "classes": ["all"]}
+    kinds = [m.get("defect") or "" for m in val["meta"]]
+    trained = {}  # the non-evaluate part of a setting -> (model, prior, summary): evaluate-only candidates share
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (setting, cfg) in enumerate(zip(settings, configs)):
             t0 = time.perf_counter()
-            folder = Path(tmp) / f"c{i}"
-            model, summ = learn_budget(cfg, train, heldout, pretrained, folder, seed, progress)
-            prior = None
-            if cfg.budget.fixed_level is None:
-                prior, _ = learn_prior(model, train, heldout, cfg.prior, folder / "prior.pt", seed, progress)
+            key = json.dumps({k: v for k, v in setting.items() if not k.startswith("evaluate.")}, sort_keys=True)
+            if key not in trained:
+                folder = Path(tmp) / f"c{i}"
+                pre_summary = {}
+                if own_pretraining:
+                    pre_summary = pretrain_pvqae(cfg, train, heldout, folder, seed, progress)
+                model, summ = learn_budget(cfg, train, heldout, folder / "pvqae_pretrain.pt" if own_pretraining
+                                           else pretrained, folder, seed, progress)
+                summ = {**summ, "train_seconds": (summ.get("train_seconds") or 0.0)
+                        + (pre_summary.get("train_seconds") or 0.0)}
+                prior = None
+                if cfg.budget.fixed_level is None:
+                    prior, _ = learn_prior(model, train, heldout, cfg.prior, folder / "prior.pt", seed, progress)
+                trained[key] = (model, prior, summ)
+            model, prior, summ = trained[key]
             sc, res = evaluate_model(model, prior, val, cfg.evaluate, progress, desc=f"candidate {i}")
             fractions = None  # a single-level model routes nothing
             if sc["routed"] is not None:
@@ -204,6 +224,8 @@ def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None,
             rows.append({"setting": setting, "seconds": time.perf_counter() - t0,
                          "train_seconds": summ.get("train_seconds"),
                          "validation": {k: res["mean"][k] for k in FIGURES},
+                         "validation_by_kind": auroc_by_kind(val["label"].numpy(), val["class_index"].numpy(), kinds,
+                                                             val["classes"], sc["image"]),
                          "codes_per_image": res["codes_per_image"],
                          "level_fractions": fractions, "heldout_l1": summ.get("heldout_l1")})
             if progress:

@@ -21,8 +21,9 @@ STAGE = Stage("pretrain", "02_pretrain_vqgan.py", params=("seed", "seeds", "data
               outs=(PATHS["pretrain_models"], f"{PATHS['figures']}/pretrain"))
 
 
-def train_seed(cfg: Params, train: dict, val: dict, out_dir: Path, seed: int, progress: bool = True) -> dict:
-    """PVQAE (``pvqae_pretrain.pt``) and the static VQ (``static_vq.pt``) of one seed."""
+def pretrain_pvqae(cfg: Params, train: dict, val: dict, out_dir: Path, seed: int, progress: bool = True) -> dict:
+    """PVQAE's pre-training with random routing: ``out_dir/pvqae_pretrain.pt``; its summary,
+    with the held-out reconstruction error."""
     pre = cfg.pretrain
     torch.manual_seed(seed)
     shape = (train["image"].shape[1], train["image"].shape[-1])  # the input: image or feature map
@@ -31,6 +32,14 @@ def train_seed(cfg: Params, train: dict, val: dict, out_dir: Path, seed: int, pr
                                 "pvqae_pretrain", seed, progress=progress)
     summary["heldout_l1"] = heldout_error(model, val["image"], mode="random",
                                           generator=torch.Generator().manual_seed(seed))
+    return summary
+
+
+def train_seed(cfg: Params, train: dict, val: dict, out_dir: Path, seed: int, progress: bool = True) -> dict:
+    """PVQAE (``pvqae_pretrain.pt``) and the static VQ (``static_vq.pt``) of one seed."""
+    pre = cfg.pretrain
+    summary = pretrain_pvqae(cfg, train, val, out_dir, seed, progress)
+    shape = (train["image"].shape[1], train["image"].shape[-1])
     torch.manual_seed(seed)
     static = PVQAE(cfg.model_config(levels=(cfg.static_vq.level,), input_shape=shape))
     static_summary = train_autoencoder(static, train_stream(train, pre.batch_size, seed, pre.augment_jitter),
