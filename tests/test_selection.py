@@ -220,8 +220,9 @@ def test_select_pvqae_pretrains_each_candidate_that_changes_pretraining_and_refu
         tmp_path, isolated_training):
     params, paths = _pvqae_setup(tmp_path)
     params["pretrain"].update(steps=4, disc_weight=0.0)
-    with pytest.raises(KeyError, match="data.image_size.*may change only"):
-        selection.select_pvqae({"data.image_size": [16]}, params, paths, progress=False)
+    for key, value in (("data.image_size", 16), ("input.strides", [8])):  # the prepared data, the cached features
+        with pytest.raises(KeyError, match=f"{key}.*may change only"):
+            selection.select_pvqae({key: [value]}, params, paths, progress=False)
     (tmp_path / "models" / "pretrain" / "seed0" / "pvqae_pretrain.pt").unlink()
     with pytest.raises(FileNotFoundError, match="dvc repro pretrain"):
         selection.select_pvqae({"budget.budget_scale": [0.001]}, params, paths, progress=False)

@@ -52,6 +52,8 @@ from pvqae.settings import Params
 
 PRETRAIN_SECTIONS = ("pretrain", "model")  # a candidate changing these pre-trains its own autoencoder
 PVQAE_SECTIONS = (*PRETRAIN_SECTIONS, "budget", "prior", "evaluate")  # what a PVQAE candidate may change
+# PVQAE-F's autoencoder size lives in `input`; its other keys define the cached features, which stay
+FEATURE_AE_KEYS = ("input.ch", "input.ch_mult", "input.embed_dim", "input.num_codes")
 RULE = "highest validation image AUROC, then pixel AUROC (the first listed candidate wins a tie)"
 FIGURES = ("image_auroc", "pixel_auroc", "aupro")
 
@@ -179,13 +181,14 @@ def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None,
     from pvqae.stages.prior import learn_prior
 
     paths = dict(paths or PATHS)
-    bad = [k for k in grid if k.split(".", 1)[0] not in PVQAE_SECTIONS]
+    bad = [k for k in grid if k.split(".", 1)[0] not in PVQAE_SECTIONS and k not in FEATURE_AE_KEYS]
     if bad:
         raise KeyError(f"--grid {', '.join(bad)}: a PVQAE candidate may change only the sections "
-                       f"{', '.join(PVQAE_SECTIONS)}")
+                       f"{', '.join(PVQAE_SECTIONS)} and the feature autoencoder's {', '.join(FEATURE_AE_KEYS)} "
+                       f"(the other input keys define the cached features)")
     settings = candidates(params, grid)
     configs = [Params.from_dict(_with(params, setting)) for setting in settings]  # every candidate read before any trains
-    own_pretraining = any(k.split(".", 1)[0] in PRETRAIN_SECTIONS for k in grid)
+    own_pretraining = any(k.split(".", 1)[0] in PRETRAIN_SECTIONS or k in FEATURE_AE_KEYS for k in grid)
     pretrained = seed_dir(out_path(paths, "pretrain_models"), seed) / "pvqae_pretrain.pt"
     if not own_pretraining and not pretrained.is_file():
         raise FileNotFoundError(f"{pretrained} is missing: run `dvc repro pretrain` (or `python -m pvqae run pretrain`) "
