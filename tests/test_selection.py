@@ -253,3 +253,32 @@ def test_select_pvqae_candidates_differing_only_in_evaluate_share_one_training(t
     a, b = record["candidates"]
     assert a["train_seconds"] == b["train_seconds"] and a["codes_per_image"] == b["codes_per_image"]
     assert a["validation"]["pixel_auroc"] == b["validation"]["pixel_auroc"]  # the margin moves the image score only
+
+
+def test_seeds_merge_into_one_record_ranked_on_the_mean_with_the_spread(tmp_path):
+    from pvqae.benchmark.tables import selection_table
+
+    def rec(seed, a, b):
+        rows = [{"setting": {"x.y": v}, "seconds": 10.0, "train_seconds": 8.0,
+                 "validation": {"image_auroc": img, "pixel_auroc": 0.5, "aupro": 0.4},
+                 "validation_by_kind": {"c": {"crack": img}}, "codes_per_image": None}
+                for v, img in ((1, a), (2, b))]
+        return {"benchmark": "selection", "method": "median_filter", "dataset": "mtsd", "classes": ["c"],
+                "image_size": 64, "seed": seed, "n_validation": {"normal": 4, "defective": 4}, "grid": {"x.y": [1, 2]},
+                "rule": selection.RULE, "candidates": rows, "chosen": selection.choose(rows)["setting"]}
+
+    # seed 0 prefers candidate 1, seed 1 prefers candidate 2 by more: the mean prefers 2
+    merged = selection.merge_seeds([rec(0, 0.9, 0.8), rec(1, 0.7, 0.95)])
+    assert merged["seed"] == [0, 1] and merged["chosen"] == {"x.y": 2}
+    one, two = merged["candidates"]
+    assert one["validation"]["image_auroc"] == pytest.approx(0.8) and one["validation_std"]["image_auroc"] == pytest.approx(0.1)
+    assert one["validation_by_seed"]["1"]["image_auroc"] == 0.7 and one["seconds"] == 20.0
+    assert two["validation_by_kind"] == {"c": {"crack": pytest.approx(0.875)}}
+    assert selection.merge_seeds([rec(3, 0.9, 0.8)])["seed"] == 3  # one seed: the record as it is
+    with pytest.raises(ValueError, match="different settings"):
+        other = rec(1, 0.7, 0.95)
+        other["candidates"][0]["setting"] = {"x.y": 5}
+        selection.merge_seeds([rec(0, 0.9, 0.8), other])
+    (tmp_path / "selection_mtsd_64px_median_filter.json").write_text(json.dumps(merged))
+    table = selection_table(tmp_path)
+    assert "| 1 (2 seeds) | y=1 | 80.0 ± 10.0 / 50.0 ± 0.0 |" in table

@@ -237,6 +237,45 @@ def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None,
                    val, out_path(paths, "prepared"), seed, input=base.input.kind, score=base.evaluate.score.combine)
 
 
+def _mean_tree(values: list):
+    """The element-wise mean of equally shaped numbers / lists / dicts (``None`` stays)."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {k: _mean_tree([v[k] for v in values]) for k in first}
+    if isinstance(first, list):
+        return [_mean_tree(list(items)) for items in zip(*values)]
+    if first is None or isinstance(first, (bool, str)):
+        return first
+    return float(sum(values) / len(values))
+
+
+def merge_seeds(records: list[dict]) -> dict:
+    """One selection record from the records of the same grid trained with different seeds:
+    each candidate's figures are the mean over seeds, with ``validation_std`` (population std)
+    and ``validation_by_seed``; seconds add up; ``seed`` becomes the list of seeds and the
+    :data:`RULE` chooses on the means."""
+    import numpy as np
+
+    if len(records) == 1:
+        return records[0]
+    seeds = [r["seed"] for r in records]
+    first = records[0]
+    rows = []
+    for i, row in enumerate(first["candidates"]):
+        per_seed = [r["candidates"][i] for r in records]
+        if any(c["setting"] != row["setting"] for c in per_seed):
+            raise ValueError(f"candidate {i}: the seeds' records list different settings")
+        merged = {k: _mean_tree([c.get(k) for c in per_seed]) for k in row if k not in ("setting", "seconds",
+                                                                                        "train_seconds")}
+        merged.update(setting=row["setting"], seconds=sum(c["seconds"] for c in per_seed),
+                      train_seconds=sum(c.get("train_seconds") or 0.0 for c in per_seed),
+                      validation_std={k: float(np.std([c["validation"][k] for c in per_seed])) for k in FIGURES},
+                      validation_by_seed={str(s): c["validation"] for s, c in zip(seeds, per_seed)})
+        rows.append(merged)
+    best = choose(rows)
+    return {**first, "seed": seeds, "candidates": rows, "chosen": best["setting"], "chosen_validation": best["validation"]}
+
+
 COMPARABLE = ("method", "dataset", "image_size", "seed", "n_validation")  # what two rounds must share
 
 
@@ -274,7 +313,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("method", choices=(*METHODS, "pvqae"), help="a baseline, or pvqae (budget / prior / evaluate keys)")
     ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                     help="a dotted params key and its candidate values (repeatable; candidates = product)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, action="append", default=None,
+                    help="training seed (repeatable: every candidate is trained per seed and ranked on the mean)")
     ap.add_argument("--prepared", type=Path, default=Path("reports/prepared"))
     ap.add_argument("--round", type=int, default=None,
                     help="a later round of the same selection (its record gets _round<N>; the table lists rounds)")
@@ -289,13 +329,15 @@ def main(argv: list[str] | None = None) -> Path:
         if not args.against.is_file():
             ap.error(f"--against {args.against}: no such record")
         earlier = json.loads(args.against.read_text())
-    if args.method == "pvqae":
-        from pvqae.stages import PATHS
+    grid, params, records = parse_grid(args.grid), load_params(), []
+    for seed in args.seed or [0]:
+        if args.method == "pvqae":
+            from pvqae.stages import PATHS
 
-        record = select_pvqae(parse_grid(args.grid), load_params(), {**PATHS, "prepared": str(args.prepared)},
-                              seed=args.seed)
-    else:
-        record = select(args.method, parse_grid(args.grid), load_params(), args.prepared, args.seed)
+            records.append(select_pvqae(grid, params, {**PATHS, "prepared": str(args.prepared)}, seed=seed))
+        else:
+            records.append(select(args.method, grid, params, args.prepared, seed))
+    record = merge_seeds(records)
     if args.round is not None:
         record["round"] = args.round
     if earlier is not None:

@@ -220,7 +220,13 @@ def selection_table(out_dir: Path) -> str:
                            else f"{setting} (ranks first; not applied: the record's note says why)")
             if c.get("incumbent"):  # an earlier round's choice, competing with its recorded figures
                 setting += f" (round {c['incumbent_round']}'s choice, not retrained)"
-            rows.append(f"| {dataset_tag(r)} | {r['image_size']} px | {r['method']} | {r.get('round', 1)} | {setting} "
-                        f"| {100 * v['image_auroc']:.1f} / {100 * v['pixel_auroc']:.1f} | {100 * v['aupro']:.1f} "
+            sd = c.get("validation_std")  # a record of several seeds: mean +- std
+
+            def fig(k, v=v, sd=sd):
+                return f"{100 * v[k]:.1f}" + (f" ± {100 * sd[k]:.1f}" if sd else "")
+
+            seeds = f" ({len(r['seed'])} seeds)" if isinstance(r.get("seed"), list) else ""
+            rows.append(f"| {dataset_tag(r)} | {r['image_size']} px | {r['method']} | {r.get('round', 1)}{seeds} "
+                        f"| {setting} | {fig('image_auroc')} / {fig('pixel_auroc')} | {fig('aupro')} "
                         f"| {c['seconds']:.0f} | {_routing(c)} |")
     return "\n".join(rows) + "\n" if len(rows) > 2 else ""
