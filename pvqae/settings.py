@@ -85,7 +85,9 @@ class PretrainConfig(Config):
     disc_layers: int = 2
     routing: str = "random"  # random level per coarse patch: trains all three codebooks
     augment_jitter: float = 0.1  # flip + brightness/contrast jitter (Sec. IV-A)
-    feature_jitter: float = 0.0  # UniAD's input noise, std = this x the position's RMS (pvqae.batches.feature_jitter); 0 = off
+    # UniAD's input noise, std = this x the position's RMS (pvqae.batches.feature_jitter), in every
+    # autoencoder training (pre-training, budget learning, static VQ); 0 = off
+    feature_jitter: float = 0.0
     ckpt_every: int = 200  # resume checkpoint interval in steps
     log_every: int = 20
     autocast: str = "bf16"  # none | bf16: mixed precision of forward + loss on CUDA only (the CPU stays float32)

@@ -310,7 +310,7 @@ def record_path(record: dict, out_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("method", choices=(*METHODS, "pvqae"), help="a baseline, or pvqae (budget / prior / evaluate keys)")
+    ap.add_argument("method", choices=(*METHODS, "pvqae"), help="a baseline, or pvqae (pretrain / model / budget / prior / evaluate keys)")
     ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                     help="a dotted params key and its candidate values (repeatable; candidates = product)")
     ap.add_argument("--seed", type=int, action="append", default=None,
