@@ -45,9 +45,18 @@ def write_app_notebook(reports: Path, out: Path) -> Path:
 
 
 def voila_command(notebook: Path, port: int, ip: str = "127.0.0.1") -> list[str]:
-    """The Voila server command for ``notebook`` (no browser opened; tracebacks shown in the page)."""
+    """The Voila server command for ``notebook`` (no browser opened; tracebacks shown in the page).
+
+    The kernel is pre-heated: Voila runs the notebook once at start-up (and again after each
+    page is served) before any browser connects. Voila 0.5 executing a widget notebook while
+    the page's own kernel connection comes up can hang at "Executing x of y" (voila#1395; here
+    about one load in three, all processes idle); a page served from a pre-heated kernel does
+    not race, so the first load is both instant and safe. Pass ``--port`` and wait for Voila's
+    "Kernel pool ... is filled" line before loading when it matters (the browser test does).
+    """
     return [sys.executable, "-m", "voila", str(notebook), f"--port={port}", f"--Voila.ip={ip}", "--no-browser",
-            "--show_tracebacks=True", "--VoilaConfiguration.file_allowlist=['.*\\.png']"]
+            "--show_tracebacks=True", "--VoilaConfiguration.file_allowlist=['.*\\.png']",
+            "--VoilaConfiguration.preheat_kernel=True"]
 
 
 def serve(reports: Path, port: int = 8866, ip: str = "127.0.0.1", folder: Path | None = None) -> int:

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -46,16 +45,13 @@ def explorer_url(tiny_reports, tmp_path_factory):
                                 start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     url = f"http://127.0.0.1:{port}/"
     try:
+        # Wait for the pre-heated kernel (the notebook already run, no browser attached): a page
+        # served from it cannot hit Voila's execute-while-connecting hang (see voila_command).
+        # No probe request: it would take the pre-heated kernel itself.
         deadline = time.monotonic() + SERVER_TIMEOUT
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
+        while "is filled with" not in log.read_text():
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the explorer server did not come up on {url}:\n{log.read_text()[-3000:]}")
+                pytest.fail(f"the explorer server did not pre-heat its kernel on {url}:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
         yield url
     finally:
@@ -76,6 +72,10 @@ def browser(tmp_path_factory):
         pytest.fail("CI must install chromium and chromium-driver (.ci/run does)")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
+    # Voila streams the page while the kernel runs the notebook, so the load event can come
+    # minutes late on a busy 2-core runner (chromedriver then fails get() with "Timed out
+    # receiving message from renderer"); get() returns at once and the waits below bound the run.
+    opts.page_load_strategy = "none"
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--window-size=1400,1800",
@@ -88,19 +88,27 @@ def browser(tmp_path_factory):
 
 
 def _figure(driver) -> str:
-    """The data URL of the first figure in the widgets' output ('' while there is none)."""
-    imgs = driver.find_elements("css selector", ".widget-output img")
-    return (imgs[0].get_attribute("src") or "") if imgs else ""
+    """The data URL of the first figure in the widgets' output ('' while there is none).
+
+    Read in one script call: the kernel replaces the <img> on every redraw, so an element
+    found in one call can be gone by the next (StaleElementReferenceException, seen in CI).
+    """
+    return driver.execute_script(
+        "const img = document.querySelector('.widget-output img'); return img ? (img.src || '') : '';"
+    ) or ""
 
 
 def _wait_for_new_figure(driver, before: str) -> str:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
     def changed(d):
         src = _figure(d)
         return src if src.startswith("data:image/png") and src != before else False
 
-    return WebDriverWait(driver, RENDER_TIMEOUT, poll_frequency=0.5).until(changed)
+    wait = WebDriverWait(driver, RENDER_TIMEOUT, poll_frequency=0.5,
+                         ignored_exceptions=(StaleElementReferenceException,))
+    return wait.until(changed)
 
 
 def _widget(driver, description: str):
