@@ -65,6 +65,7 @@ def serve(reports: Path, port: int = 8866, ip: str = "127.0.0.1", folder: Path |
     interrupted; returns its exit code."""
     folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="pvqae-explorer-"))
     nb = write_app_notebook(Path(reports), folder / "explore_code_allocation.ipynb")
-    print(f"serving the explorer on http://{ip}:{port}/ (Ctrl-C stops it)")
+    print(f"serving the explorer on http://{ip}:{port}/ : open it once Voila logs \"Kernel pool ... is filled\" "
+          f"(the notebook has then run; Ctrl-C stops it)")
     env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     return subprocess.call(voila_command(nb, port, ip), cwd=str(REPO_ROOT), env=env)
