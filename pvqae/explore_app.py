@@ -51,8 +51,8 @@ def voila_command(notebook: Path, port: int, ip: str = "127.0.0.1") -> list[str]
     page is served) before any browser connects. Voila 0.5 executing a widget notebook while
     the page's own kernel connection comes up can hang at "Executing x of y" (voila#1395; here
     about one load in three, all processes idle); a page served from a pre-heated kernel does
-    not race, so the first load is both instant and safe. Pass ``--port`` and wait for Voila's
-    "Kernel pool ... is filled" line before loading when it matters (the browser test does).
+    not race, so the first load is both instant and safe. Load the page after Voila logs
+    "Kernel pool ... is filled" (the browser test waits for that line).
     """
     return [sys.executable, "-m", "voila", str(notebook), f"--port={port}", f"--Voila.ip={ip}", "--no-browser",
             "--show_tracebacks=True", "--VoilaConfiguration.file_allowlist=['.*\\.png']",
