@@ -220,9 +220,10 @@ def test_select_pvqae_pretrains_each_candidate_that_changes_pretraining_and_refu
         tmp_path, isolated_training):
     params, paths = _pvqae_setup(tmp_path)
     params["pretrain"].update(steps=4, disc_weight=0.0)
-    for key, value in (("data.image_size", 16), ("input.strides", [8])):  # the prepared data, the cached features
-        with pytest.raises(KeyError, match=f"{key}.*may change only"):
-            selection.select_pvqae({key: [value]}, params, paths, progress=False)
+    with pytest.raises(KeyError, match="data.image_size.*may change only"):  # the prepared data
+        selection.select_pvqae({"data.image_size": [16]}, params, paths, progress=False)
+    with pytest.raises(KeyError, match="input.strides.*input.kind: pixels"):  # features, of a pixel model
+        selection.select_pvqae({"input.strides": [[8]]}, params, paths, progress=False)
     (tmp_path / "models" / "pretrain" / "seed0" / "pvqae_pretrain.pt").unlink()
     with pytest.raises(FileNotFoundError, match="dvc repro pretrain"):
         selection.select_pvqae({"budget.budget_scale": [0.001]}, params, paths, progress=False)
@@ -233,6 +234,39 @@ def test_select_pvqae_pretrains_each_candidate_that_changes_pretraining_and_refu
     assert clean["train_seconds"] > 0 and jittered["train_seconds"] > 0
     assert clean["heldout_l1"] != jittered["heldout_l1"]  # two different pre-trainings
     assert set(clean["validation_by_kind"]) == set(record["classes"])
+
+
+def test_a_pvqae_f_candidate_with_other_strides_extracts_its_own_features_and_leaves_the_cache(
+        tmp_path, monkeypatch, isolated_training, lite0):
+    from pvqae.settings import Params
+    from pvqae.stages import features as features_stage
+    from pvqae.stages import pretrain
+
+    params, paths = _pvqae_setup(tmp_path)
+    params["input"].update(kind="features", strides=[4, 8], ch=16, embed_dim=8, num_codes=16)
+    params["data"].update(patch_size=16)  # 32 px, stride 4: an 8 x 8 grid, coarse 2 x 2
+    params["pretrain"].update(steps=4, disc_weight=0.0, ssim_weight=0.0)
+    features_stage.run(Params.from_dict(params), paths, progress=False)
+    cache = tmp_path / "features"
+    before = {f.name: f.read_bytes() for f in cache.iterdir()}
+    channels, real = [], pretrain.pretrain_pvqae
+
+    def spy(cfg, train, *args, **kwargs):
+        channels.append(train["image"].shape[1])
+        return real(cfg, train, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "pretrain_pvqae", spy)
+    record = selection.select_pvqae({"input.strides": [[4, 8], [4]]}, params, paths, progress=False)
+    assert channels == [24 + 40, 24]  # the stage's cache, then the candidate's own stride-4 features
+    assert [r["setting"] for r in record["candidates"]] == [{"input.strides": [4, 8]}, {"input.strides": [4]}]
+    assert all(r["train_seconds"] > 0 and 0 < r["validation"]["image_auroc"] <= 1 for r in record["candidates"])
+    assert {f.name: f.read_bytes() for f in cache.iterdir()} == before  # the stage's cache untouched
+    # params that no longer match the stage's cache are refused before anything trains
+    params["input"]["strides"] = [8]
+    channels.clear()
+    with pytest.raises(ValueError, match=r"strides \[4, 8\], the params say .* \[8\]: run `python -m pvqae run features`"):
+        selection.select_pvqae({"pretrain.feature_jitter": [0.0]}, params, paths, progress=False)
+    assert channels == []
 
 
 def test_select_pvqae_candidates_differing_only_in_evaluate_share_one_training(tmp_path, monkeypatch,

@@ -25,6 +25,13 @@ validation split as the model reads it (pixels, or PVQAE-F's cached features)::
     python -m pvqae.benchmark.selection pvqae --grid budget.budget_scale=0.001,0.005,0.02
     python -m pvqae.benchmark.selection pvqae --grid pretrain.feature_jitter=0.0,0.5,1.2
 
+For PVQAE-F a candidate may also change the cached features (``input.strides``,
+``input.backbone``, ``input.weights``): it extracts its own from the same prepared images into
+the run's temporary folder and pre-trains on them; the other candidates read the features
+stage's cache, which must match the params (checked)::
+
+    python -m pvqae.benchmark.selection pvqae --grid 'input.strides=[8, 16],[8, 16, 32]'
+
 A later round (``--round N``) should name the record it tries to beat with ``--against``: that
 record's choice joins the round's candidates with its recorded validation figures (it is not
 retrained: same method, dataset, image size, seed and validation-split size, checked), so the
@@ -52,8 +59,11 @@ from pvqae.settings import Params
 
 PRETRAIN_SECTIONS = ("pretrain", "model")  # a candidate changing these pre-trains its own autoencoder
 PVQAE_SECTIONS = (*PRETRAIN_SECTIONS, "budget", "prior", "evaluate")  # what a PVQAE candidate may change
-# PVQAE-F's autoencoder size lives in `input`; its other keys define the cached features, which stay
+# PVQAE-F's autoencoder size lives in `input`; a candidate changing it pre-trains its own autoencoder
 FEATURE_AE_KEYS = ("input.ch", "input.ch_mult", "input.embed_dim", "input.num_codes")
+# the keys that define PVQAE-F's cached features: a candidate changing them extracts its own
+# features (into the selection's temporary folder) and pre-trains on them
+FEATURE_CACHE_KEYS = ("input.backbone", "input.weights", "input.strides")
 RULE = "highest validation image AUROC, then pixel AUROC (the first listed candidate wins a tie)"
 FIGURES = ("image_auroc", "pixel_auroc", "aupro")
 
@@ -138,12 +148,12 @@ def select(method: str, grid: dict[str, list], params: dict, prepared_dir: Path 
             t0 = time.perf_counter()
             _, res, summary = harness.run_method(method, cfg.baselines, cfg.data, train, val, cfg.evaluate, seed,
                                                  Path(tmp) / f"c{i}", backbone, progress)
-            rows.append({"setting": setting, "seconds": time.perf_counter() - t0,
+            rows[i] = ({"setting": setting, "seconds": time.perf_counter() - t0,
                          "train_seconds": summary.get("seconds", summary.get("train_seconds")),
                          "validation": {k: res["mean"][k] for k in FIGURES},
                          "validation_by_kind": res["image_auroc_by_kind"]})  # per synthetic defect kind
             if progress:
-                print(json.dumps(rows[-1]), flush=True)
+                print(json.dumps(rows[i]), flush=True)
     return _record(method, grid, rows, params, base, val, Path(prepared_dir), seed)
 
 
@@ -181,29 +191,63 @@ def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None,
     from pvqae.stages.prior import learn_prior
 
     paths = dict(paths or PATHS)
-    bad = [k for k in grid if k.split(".", 1)[0] not in PVQAE_SECTIONS and k not in FEATURE_AE_KEYS]
+    bad = [k for k in grid if k.split(".", 1)[0] not in PVQAE_SECTIONS and k not in FEATURE_AE_KEYS + FEATURE_CACHE_KEYS]
     if bad:
         raise KeyError(f"--grid {', '.join(bad)}: a PVQAE candidate may change only the sections "
-                       f"{', '.join(PVQAE_SECTIONS)} and the feature autoencoder's {', '.join(FEATURE_AE_KEYS)} "
-                       f"(the other input keys define the cached features)")
+                       f"{', '.join(PVQAE_SECTIONS)}, the feature autoencoder's {', '.join(FEATURE_AE_KEYS)} "
+                       f"and the cached features' {', '.join(FEATURE_CACHE_KEYS)}")
+    base = Params.from_dict(params)
+    cache_keys = [k for k in grid if k in FEATURE_CACHE_KEYS]
+    if cache_keys and base.input.kind != "features":
+        raise KeyError(f"--grid {', '.join(cache_keys)}: these define PVQAE-F's cached features; the params have "
+                       f"input.kind: {base.input.kind} (set `input.kind: features`, e.g. the `features` profile)")
     settings = candidates(params, grid)
     configs = [Params.from_dict(_with(params, setting)) for setting in settings]  # every candidate read before any trains
-    own_pretraining = any(k.split(".", 1)[0] in PRETRAIN_SECTIONS or k in FEATURE_AE_KEYS for k in grid)
+    own_pretraining = any(k.split(".", 1)[0] in PRETRAIN_SECTIONS or k in FEATURE_AE_KEYS + FEATURE_CACHE_KEYS
+                          for k in grid)
     pretrained = seed_dir(out_path(paths, "pretrain_models"), seed) / "pvqae_pretrain.pt"
     if not own_pretraining and not pretrained.is_file():
         raise FileNotFoundError(f"{pretrained} is missing: run `dvc repro pretrain` (or `python -m pvqae run pretrain`) "
                                 f"with seed {seed} in params `seeds` first")
-    train, heldout = load_split(paths, "train"), load_split(paths, "val")
-    val = load_validation_split(paths)
-    base = Params.from_dict(params)
-    # the evaluate stage's allocation table with every class pooled into one: normal vs defective
-    pooled = {**val, "class_index": torch.zeros_like(val["class_index"]), "classes": ["all"]}
-    kinds = [m.get("defect") or "" for m in val["meta"]]
+    from pvqae.features import build_cache, read_manifest
+
+    def cache_of(cfg: Params) -> str:
+        return json.dumps([cfg.input.backbone, cfg.input.weights, list(cfg.input.strides)])
+
+    inputs = {}  # a feature cache's settings -> (train, held-out, validation, pooled validation, defect kinds)
+
+    def splits_for(cfg: Params, tmp: Path) -> tuple:
+        key = cache_of(cfg)
+        if key not in inputs:
+            split_paths = paths
+            if key == cache_of(base) and base.input.kind == "features":  # the features stage's cache must be base's
+                made = read_manifest(out_path(paths, "features"))
+                if made.get("backbone") != base.input.backbone or made.get("strides") != list(base.input.strides):
+                    raise ValueError(f"{out_path(paths, 'features')} holds {made.get('backbone')} features at strides "
+                                     f"{made.get('strides')}, the params say {base.input.backbone} at "
+                                     f"{list(base.input.strides)}: run `python -m pvqae run features` first")
+            if key != cache_of(base):  # a candidate with other features: its own cache, from the same images
+                split_paths = {**paths, "features": str(tmp / f"features{len(inputs)}")}
+                build_cache(cfg.input, cfg.data.entropy, out_path(paths, "prepared"),
+                            Path(split_paths["features"]), progress)
+            inputs.clear()  # one cache in memory at a time: candidates are grouped by cache below
+            val = load_validation_split(split_paths)
+            # the evaluate stage's allocation table with every class pooled into one: normal vs defective
+            pooled = {**val, "class_index": torch.zeros_like(val["class_index"]), "classes": ["all"]}
+            inputs[key] = (load_split(split_paths, "train"), load_split(split_paths, "val"), val, pooled,
+                           [m.get("defect") or "" for m in val["meta"]])
+        return inputs[key]
+
+    # candidates with the same features run one after the other (each cache is built and read once),
+    # rows keep the grid's order
+    order = sorted(range(len(settings)), key=lambda j: [cache_of(c) for c in configs].index(cache_of(configs[j])))
     trained = {}  # the non-evaluate part of a setting -> (model, prior, summary): evaluate-only candidates share
-    rows = []
+    rows = [None] * len(settings)
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (setting, cfg) in enumerate(zip(settings, configs)):
+        for i in order:
+            setting, cfg = settings[i], configs[i]
             t0 = time.perf_counter()
+            train, heldout, val, pooled, kinds = splits_for(cfg, Path(tmp))
             key = json.dumps({k: v for k, v in setting.items() if not k.startswith("evaluate.")}, sort_keys=True)
             if key not in trained:
                 folder = Path(tmp) / f"c{i}"
@@ -224,15 +268,15 @@ def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None,
             if sc["routed"] is not None:
                 fractions = {r["images"]: [r[ln] for ln in LEVEL_NAMES]
                              for r in code_allocation(pooled, sc["routed"], "routed")}
-            rows.append({"setting": setting, "seconds": time.perf_counter() - t0,
-                         "train_seconds": summ.get("train_seconds"),
-                         "validation": {k: res["mean"][k] for k in FIGURES},
-                         "validation_by_kind": auroc_by_kind(val["label"].numpy(), val["class_index"].numpy(), kinds,
-                                                             val["classes"], sc["image"]),
-                         "codes_per_image": res["codes_per_image"],
-                         "level_fractions": fractions, "heldout_l1": summ.get("heldout_l1")})
+            rows[i] = {"setting": setting, "seconds": time.perf_counter() - t0,
+                       "train_seconds": summ.get("train_seconds"),
+                       "validation": {k: res["mean"][k] for k in FIGURES},
+                       "validation_by_kind": auroc_by_kind(val["label"].numpy(), val["class_index"].numpy(), kinds,
+                                                           val["classes"], sc["image"]),
+                       "codes_per_image": res["codes_per_image"],
+                       "level_fractions": fractions, "heldout_l1": summ.get("heldout_l1")}
             if progress:
-                print(json.dumps(rows[-1]), flush=True)
+                print(json.dumps(rows[i]), flush=True)
     return _record("pvqae-f" if base.input.kind == "features" else "pvqae", grid, rows, params, base,
                    val, out_path(paths, "prepared"), seed, input=base.input.kind, score=base.evaluate.score.combine)
 
