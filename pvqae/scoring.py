@@ -60,6 +60,7 @@ class ScoreOutput(NamedTuple):
 
 
 SIGMA_REFERENCE_SIZE = 256  # smooth_sigma is given in pixels of a 256 px map
+COMBINES = ("product", "one_plus_ce", "rec", "budget")  # evaluate.score.combine: how CE and S_rec make S
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,12 +72,16 @@ class ScoreConfig(Config):
     topk_fraction: float = 0.01
     smooth_sigma: float = 4.0  # Gaussian sigma in px at 256 px, scaled with the map size (0 = off)
     budget_upsample: str = "nearest"  # nearest | bilinear
-    combine: str = "product"  # product (paper) | rec | budget (diagnostics)
+    # product (the paper) | one_plus_ce ((1 + CE) x S_rec, a labelled variant: a CE near 0 where
+    # router and prior agree no longer erases S_rec) | rec | budget (diagnostics)
+    combine: str = "product"
     # image score only: ignore this many px at 256 px (scaled) along every edge, where padding
     # artefacts, not defects, can hold the map's maximum; the pixel maps keep every pixel
     border_margin: int = 0
 
     def __post_init__(self):
+        if self.combine not in COMBINES:
+            raise ConfigError(f"{self.SECTION}.combine must be one of {', '.join(COMBINES)}, got {self.combine!r}")
         if self.border_margin < 0:
             raise ConfigError(f"{self.SECTION}.border_margin must be >= 0 px, got {self.border_margin}")
 
@@ -160,10 +165,11 @@ def combine_score_map(budget: torch.Tensor | None, rec: torch.Tensor, cfg: Score
         budget_px = F.interpolate(budget.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
     else:
         raise ValueError(f"evaluate.score.budget_upsample must be 'nearest' or 'bilinear', got {cfg.budget_upsample!r}")
-    smap = {"product": budget_px * rec, "rec": rec, "budget": budget_px}.get(cfg.combine)
+    smap = {"product": lambda: budget_px * rec, "one_plus_ce": lambda: (1 + budget_px) * rec,
+            "rec": lambda: rec, "budget": lambda: budget_px}.get(cfg.combine)
     if smap is None:
-        raise ValueError(f"evaluate.score.combine must be 'product', 'rec' or 'budget', got {cfg.combine!r}")
-    return smap
+        raise ValueError(f"evaluate.score.combine must be one of {', '.join(COMBINES)}, got {cfg.combine!r}")
+    return smap()
 
 
 @torch.no_grad()
@@ -252,6 +258,6 @@ def variant_maps(out: ScoreOutput, cfg: ScoreConfig | None = None,
     nearest, bilinear = cfg.replace(budget_upsample="nearest", combine="product"), \
         cfg.replace(budget_upsample="bilinear", combine="product")
     raw = {"product": combine_score_map(ce, rec, nearest), "rec": rec,
-           "one_plus_ce": combine_score_map(1 + ce, rec, nearest), "soft_ce": combine_score_map(soft, rec, nearest),
+           "one_plus_ce": combine_score_map(ce, rec, nearest.replace(combine="one_plus_ce")), "soft_ce": combine_score_map(soft, rec, nearest),
            "bilinear": combine_score_map(ce, rec, bilinear)}
     return {k: _finish(v, cfg, out_size) for k, v in raw.items()}

@@ -18,6 +18,7 @@ from pvqae.scoring import (
     reconstruction_error,
     score_batch,
 )
+from pvqae.strict_config import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -252,8 +253,13 @@ def test_score_topk_smoothing_and_combine_options():
     bil = F.interpolate(out.budget_map[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(out.score_map, bil * out.rec_map)
 
-    with pytest.raises(ValueError, match="combine must be 'product', 'rec' or 'budget', got 'sum'"):
-        score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(combine="sum"))
+    # (1 + CE) x S_rec: where router and prior agree (CE ~ 0) S_rec survives instead of vanishing
+    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=ScoreConfig(combine="one_plus_ce", smooth_sigma=0.0))
+    torch.testing.assert_close(out.score_map, (1 + _manual_budget_px(probs, routed)) * out.rec_map)
+
+    with pytest.raises(ConfigError, match="evaluate.score.combine must be one of product, one_plus_ce, rec, budget, "
+                                          "got 'sum'"):
+        ScoreConfig(combine="sum")
 
 
 def test_no_prior_scores_routed_reconstruction():
