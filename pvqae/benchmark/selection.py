@@ -148,12 +148,12 @@ def select(method: str, grid: dict[str, list], params: dict, prepared_dir: Path 
             t0 = time.perf_counter()
             _, res, summary = harness.run_method(method, cfg.baselines, cfg.data, train, val, cfg.evaluate, seed,
                                                  Path(tmp) / f"c{i}", backbone, progress)
-            rows[i] = ({"setting": setting, "seconds": time.perf_counter() - t0,
+            rows.append({"setting": setting, "seconds": time.perf_counter() - t0,
                          "train_seconds": summary.get("seconds", summary.get("train_seconds")),
                          "validation": {k: res["mean"][k] for k in FIGURES},
                          "validation_by_kind": res["image_auroc_by_kind"]})  # per synthetic defect kind
             if progress:
-                print(json.dumps(rows[i]), flush=True)
+                print(json.dumps(rows[-1]), flush=True)
     return _record(method, grid, rows, params, base, val, Path(prepared_dir), seed)
 
 
