@@ -40,13 +40,19 @@ PAPER_DATASETS = {"mvtec": "mvtec", "btad": "btad", "mtsd": "mtsd"}
 def method_label(method: str, backbone: str | None = None, result: dict | str | None = None) -> str:
     """Column / row label of a method; methods on a pretrained backbone name it
     ("PatchCore (EfficientNet-Lite0)"); PVQAE and the static VQ on a backbone's features
-    (their ``result`` carries ``input_label``) are "PVQAE-F (EfficientNet-Lite0 features)"."""
+    (their ``result`` carries ``input_label``) are "PVQAE-F (EfficientNet-Lite0 features)"; PVQAE
+    scored other than by the paper's product (``score_label``) says so: "PVQAE [score: rec]"."""
     from pvqae.backbones import backbone_label
 
     label = METHODS.get(method, (method, method))[0]
     feats = result.get("input_label") if isinstance(result, dict) else None
+    score = result.get("score_label") if isinstance(result, dict) else None
     if feats and method in ("pvqae", "static_vq"):
-        return {"pvqae": "PVQAE-F", "static_vq": "static VQ-F"}[method] + f" ({feats})"
+        label = {"pvqae": "PVQAE-F", "static_vq": "static VQ-F"}[method] + f" ({feats})"
+    if score and method == "pvqae":  # a score other than the paper's product is named in the row
+        label += f" [score: {score}]"
+    if (feats or score) and method in ("pvqae", "static_vq"):
+        return label
     return f"{label} ({backbone_label(backbone)})" if backbone and method in NEEDS_BACKBONE else label
 
 

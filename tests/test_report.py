@@ -393,3 +393,15 @@ def test_other_systems_show_their_own_headline_numbers_labelled():
     assert "ConvNeXtV2" in vf["what differs"] and "EfficientNet-Lite0" in vf["what differs"]
     assert pa["image ours (this data)"] == "not run" and pa["pixel paper (MVTec AD mean)"] == "n/a"
     assert report.other_system_rows("mtsd", {"pvqae": _res(0.5)}) == []
+
+
+def test_method_labels_name_features_and_a_score_other_than_the_papers_product():
+    assert report.method_label("pvqae", result={"mean": {}}) == "PVQAE"
+    feats = {"input_label": "EfficientNet-Lite0 features"}
+    assert report.method_label("pvqae", result=feats) == "PVQAE-F (EfficientNet-Lite0 features)"
+    assert report.method_label("static_vq", result=feats) == "static VQ-F (EfficientNet-Lite0 features)"
+    assert report.method_label("pvqae", result={"score_label": "rec"}) == "PVQAE [score: rec]"
+    assert (report.method_label("pvqae", result={**feats, "score_label": "one_plus_ce"})
+            == "PVQAE-F (EfficientNet-Lite0 features) [score: one_plus_ce]")
+    # the static VQ has no budget, so no score variant: its label stays
+    assert report.method_label("static_vq", result={"score_label": "rec"}) == "static VQ (VQ-E style)"

@@ -117,6 +117,8 @@ def _pvqae_record(reports: Path, manifest: dict, params: dict, targets: dict) ->
         "stage_seconds": stages,
         "wall_seconds": sum(stages.values()) if None not in stages.values() else None,  # prepare..evaluate
         "steps": {k: params[k]["steps"] for k in ("pretrain", "budget", "prior", "static_vq")},
+        # PVQAE's score: the paper's product, or the variant evaluate.score.combine names
+        "score": params.get("evaluate", {}).get("score", {}).get("combine", "product"),
         **brief, "pvqae_minus_static_image_auroc": gap,
         "paper_percent": paper, "targets": targets,
         "met": {"image_auroc": ev["pvqae"]["mean"]["image_auroc"] >= targets["image_auroc"],
