@@ -47,11 +47,11 @@ def method_label(method: str, backbone: str | None = None, result: dict | str | 
     label = METHODS.get(method, (method, method))[0]
     feats = result.get("input_label") if isinstance(result, dict) else None
     score = result.get("score_label") if isinstance(result, dict) else None
-    if feats and method in ("pvqae", "static_vq"):
-        label = {"pvqae": "PVQAE-F", "static_vq": "static VQ-F"}[method] + f" ({feats})"
-    if score and method == "pvqae":  # a score other than the paper's product is named in the row
-        label += f" [score: {score}]"
-    if (feats or score) and method in ("pvqae", "static_vq"):
+    if method in ("pvqae", "static_vq"):
+        if feats:
+            label = {"pvqae": "PVQAE-F", "static_vq": "static VQ-F"}[method] + f" ({feats})"
+        if score and method == "pvqae":  # a score other than the paper's product is named in the row
+            label += f" [score: {score}]"
         return label
     return f"{label} ({backbone_label(backbone)})" if backbone and method in NEEDS_BACKBONE else label
 

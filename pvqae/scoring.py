@@ -258,6 +258,6 @@ def variant_maps(out: ScoreOutput, cfg: ScoreConfig | None = None,
     nearest, bilinear = cfg.replace(budget_upsample="nearest", combine="product"), \
         cfg.replace(budget_upsample="bilinear", combine="product")
     raw = {"product": combine_score_map(ce, rec, nearest), "rec": rec,
-           "one_plus_ce": combine_score_map(ce, rec, nearest.replace(combine="one_plus_ce")), "soft_ce": combine_score_map(soft, rec, nearest),
-           "bilinear": combine_score_map(ce, rec, bilinear)}
+           "one_plus_ce": combine_score_map(ce, rec, nearest.replace(combine="one_plus_ce")),
+           "soft_ce": combine_score_map(soft, rec, nearest), "bilinear": combine_score_map(ce, rec, bilinear)}
     return {k: _finish(v, cfg, out_size) for k, v in raw.items()}
