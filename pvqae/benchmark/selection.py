@@ -19,8 +19,9 @@ stays a list: commas inside brackets do not split). Candidates are the grid's pr
 ``budget``, ``prior``, ``evaluate``). Without a ``pretrain`` / ``model`` key every candidate
 learns its budget and prior from the same pre-trained autoencoder of the seed
 (``reports/models/pretrain``, so run ``dvc repro pretrain`` first); with one, each candidate
-pre-trains its own. Every candidate is scored, with the configured (paper's) score, on the
-validation split as the model reads it (pixels, or PVQAE-F's cached features)::
+pre-trains its own. Every candidate is scored with its ``evaluate.score.combine`` (the paper's
+product unless the grid names a labelled variant) on the validation split as the model reads
+it (pixels, or PVQAE-F's cached features)::
 
     python -m pvqae.benchmark.selection pvqae --grid budget.budget_scale=0.001,0.005,0.02
     python -m pvqae.benchmark.selection pvqae --grid pretrain.feature_jitter=0.0,0.5,1.2
@@ -174,9 +175,11 @@ def _record(method: str, grid: dict, rows: list[dict], params: dict, base: Param
 def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None, seed: int = 0,
                  progress: bool = True) -> dict:
     """Budget learning, prior and scoring of every candidate of ``grid`` (keys of
-    :data:`PVQAE_SECTIONS`), scored on the label-free validation split with the configured
-    (paper's) score. Without a :data:`PRETRAIN_SECTIONS` key every candidate starts from the
-    seed's one pre-trained autoencoder; with one, each pre-trains its own first (same seed).
+    :data:`PVQAE_SECTIONS`, :data:`FEATURE_AE_KEYS`, :data:`FEATURE_CACHE_KEYS`), scored on the
+    label-free validation split with its own ``evaluate.score.combine`` (the paper's product by
+    default). Without a :data:`PRETRAIN_SECTIONS`, autoencoder-size or feature key every
+    candidate starts from the seed's one pre-trained autoencoder; with one, each pre-trains its
+    own first (same seed).
     Candidates that differ only in ``evaluate`` share one trained model and prior. The
     selection record, as :func:`select`'s, with each candidate's codes per image and routed
     level fractions on the validation images."""
