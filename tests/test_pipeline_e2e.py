@@ -205,6 +205,7 @@ def test_report_embeds_every_table_and_figure(tiny_repo):
     assert "missing" not in md
     assert md.count("the claim") + md.count("the full ordering") >= 4  # generated verdicts
     assert "profile**: tiny" in md and "training seeds**: [0]" in md
+    assert "score**: CE x S_rec (the paper's product)" in md and "[score:" not in md
     assert "**Margin over the floor** (the median-filter residual, no training:" in md
     assert "PatchCore (EfficientNet-Lite0)" in md and "same post-processing" in md
     assert "The study's other systems: their own headline numbers (paper) beside ours" in md

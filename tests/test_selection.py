@@ -256,9 +256,13 @@ def test_a_pvqae_f_candidate_with_other_strides_extracts_its_own_features_and_le
         return real(cfg, train, *args, **kwargs)
 
     monkeypatch.setattr(pretrain, "pretrain_pvqae", spy)
-    record = selection.select_pvqae({"input.strides": [[4, 8], [4]]}, params, paths, progress=False)
-    assert channels == [24 + 40, 24]  # the stage's cache, then the candidate's own stride-4 features
-    assert [r["setting"] for r in record["candidates"]] == [{"input.strides": [4, 8]}, {"input.strides": [4]}]
+    grid = {"pretrain.feature_jitter": [0.0, 1.0], "input.strides": [[4, 8], [4]]}
+    record = selection.select_pvqae(grid, params, paths, progress=False)
+    # candidates run grouped by features (each cache built and read once): the stage's cache for
+    # both jitters, then the candidates' own stride-4 features; the rows keep the grid's order
+    assert channels == [24 + 40, 24 + 40, 24, 24]
+    assert [r["setting"] for r in record["candidates"]] == [
+        {"pretrain.feature_jitter": j, "input.strides": s} for j in (0.0, 1.0) for s in ([4, 8], [4])]
     assert all(r["train_seconds"] > 0 and 0 < r["validation"]["image_auroc"] <= 1 for r in record["candidates"])
     assert {f.name: f.read_bytes() for f in cache.iterdir()} == before  # the stage's cache untouched
     # params that no longer match the stage's cache are refused before anything trains
