@@ -123,7 +123,7 @@ def explain_image(model: PVQAE, prior: BudgetPriorTransformer | None, image: np.
         prior_probs = prior.predict_all(routed, ci)
         prior_levels = prior_probs.argmax(1)
         # S_budget of the routing explained (argmax or sampled): -log p_prior(level), as in score_batch
-        budget = budget_ce(prior_probs, routed)
+        budget = budget_ce(prior_probs, routed, cfg.prior_smoothing)
         recon_prior = decode(prior_levels)
     if force is not None:
         recon_levels = torch.full_like(routed, force)

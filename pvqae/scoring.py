@@ -8,6 +8,15 @@ levels per patch (each patch predicted from all the others). Then
     S_rec    = ||x - D(codes allocated by argmax p)||^2     per pixel (summed over channels),
     S        = S_budget * S_rec          (pixel-wise product).
 
+The paper is silent on the prior's calibration. ``evaluate.score.prior_smoothing`` a (0, the
+paper, by default) mixes the prior with the uniform distribution before the CE,
+p' = (1 - a) p + a / K: it bounds a patch's CE by -log(a / K), so a few patches the prior
+did not expect cannot hold the image maximum alone, and it damps the CE's tiny
+position-dependent differences where router and prior agree (CE -> -log(1 - a + a / K)
+instead of about 0). a = 1 makes the CE the constant log K, i.e. S_rec up to a factor. The
+prior's argmax, and so S_rec, does not change with a. A run with a > 0 is a labelled
+calibration of the paper's score (:meth:`ScoreConfig.label`).
+
 Reconstructing with the prior's budget keeps the model from spending fine codes on
 unexpected detail (defects), so defects reconstruct worse. With no prior (Table III
 "No priors") the routed budget reconstructs and S = S_rec; a static VQ scores S_rec.
@@ -75,6 +84,9 @@ class ScoreConfig(Config):
     # product (the paper) | one_plus_ce ((1 + CE) x S_rec, a labelled variant: a CE near 0 where
     # router and prior agree no longer erases S_rec) | rec | budget (diagnostics)
     combine: str = "product"
+    # the prior mixed with uniform before the CE, p' = (1 - a) p + a / K (0 = the paper; module
+    # docstring): a calibration the paper is silent on, chosen on validation like any variant
+    prior_smoothing: float = 0.0
     # image score only: ignore this many px at 256 px (scaled) along every edge, where padding
     # artefacts, not defects, can hold the map's maximum; the pixel maps keep every pixel
     border_margin: int = 0
@@ -82,8 +94,22 @@ class ScoreConfig(Config):
     def __post_init__(self):
         if self.combine not in COMBINES:
             raise ConfigError(f"{self.SECTION}.combine must be one of {', '.join(COMBINES)}, got {self.combine!r}")
+        if not 0.0 <= self.prior_smoothing <= 1.0:
+            raise ConfigError(f"{self.SECTION}.prior_smoothing must be in [0, 1] (0 = the paper's prior), "
+                              f"got {self.prior_smoothing}")
         if self.border_margin < 0:
             raise ConfigError(f"{self.SECTION}.border_margin must be >= 0 px, got {self.border_margin}")
+
+    @property
+    def is_paper(self) -> bool:
+        """Whether S is the paper's score: the product with the prior as trained."""
+        return self.combine == "product" and self.prior_smoothing == 0
+
+    def label(self) -> str:
+        """The score's short name for tables and records: ``product`` (the paper), else the
+        combine and any prior smoothing, e.g. ``product, prior smoothing 0.1``."""
+        uses_ce = self.combine != "rec"
+        return self.combine + (f", prior smoothing {self.prior_smoothing:g}" if self.prior_smoothing and uses_ce else "")
 
     def sigma_at(self, size: int) -> float:
         """Gaussian sigma in pixels for a ``size`` px map: ``smooth_sigma * size / 256``."""
@@ -145,9 +171,12 @@ def reconstruction_error(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     return (x - recon).pow(2).sum(1)
 
 
-def budget_ce(probs: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+def budget_ce(probs: torch.Tensor, levels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
     """Per-patch budget cross-entropy ``-log p_prior(routed level)`` (Sec. III-C2): (B, K, G, G)
-    prior probabilities and (B, G, G) routed levels -> (B, G, G)."""
+    prior probabilities and (B, G, G) routed levels -> (B, G, G). ``smoothing`` a > 0 first
+    mixes the prior with uniform, ``(1 - a) p + a / K`` (``ScoreConfig.prior_smoothing``)."""
+    if smoothing:
+        probs = (1 - smoothing) * probs + smoothing / probs.shape[1]
     return -torch.log(probs.gather(1, levels.unsqueeze(1)).squeeze(1).clamp_min(1e-12))
 
 
@@ -191,7 +220,8 @@ def score_batch(model: PVQAE, x: torch.Tensor, class_index: torch.Tensor | None 
         p = _prior_pass(model, x, class_index, prior)
         routed, probs, prior_levels, recon = p.routing.levels, p.probs, p.prior_levels, p.recon
         logits = p.routing.logits
-        budget = torch.ones_like(routed, dtype=x.dtype) if prior is None else budget_ce(probs, routed)
+        budget = (torch.ones_like(routed, dtype=x.dtype) if prior is None
+                  else budget_ce(probs, routed, cfg.prior_smoothing))
         rec = reconstruction_error(x, recon)
     rec, recon = rec.contiguous(), recon.contiguous()
     smap, img = _finish(combine_score_map(budget if prior is not None else None, rec, cfg), cfg, out_size)
@@ -253,7 +283,8 @@ def variant_maps(out: ScoreOutput, cfg: ScoreConfig | None = None,
     if out.prior_probs is None or out.router_logits is None:
         raise ValueError("score variants need a PVQAE with a prior (they combine its budget CE with S_rec)")
     cfg = cfg or ScoreConfig()
-    rec, ce = out.rec_map, out.budget_map  # with a prior, the budget map is CE(routed, prior)
+    # the paper's CE against the prior as trained, whatever evaluate.score.prior_smoothing the run's S used
+    rec, ce = out.rec_map, budget_ce(out.prior_probs, out.routed_levels)
     soft = -(torch.softmax(out.router_logits.float(), 1) * torch.log(out.prior_probs.clamp_min(1e-12))).sum(1)
     nearest, bilinear = cfg.replace(budget_upsample="nearest", combine="product"), \
         cfg.replace(budget_upsample="bilinear", combine="product")

@@ -157,6 +157,8 @@ def test_accuracy_benchmark_reports_missed_targets_and_missing_runs(tmp_path):
     assert r["score"] == "product"  # the paper's, unless evaluate.score.combine names a variant
     scored = benchmark.accuracy(tmp_path, params={**_params("default"), "evaluate": {"score": {"combine": "rec"}}})
     assert scored["score"] == "rec"
+    calibrated = benchmark.accuracy(tmp_path, params={**_params("default"), "evaluate": {"score": {"prior_smoothing": 0.1}}})
+    assert calibrated["score"] == "product, prior smoothing 0.1"  # a calibrated prior is not the paper's score
     assert benchmark.write(r, tmp_path / "bench").name == "accuracy_synthetic_default.json"
     # a second PVQAE run with a suffix is kept beside the first, not written over it
     assert benchmark.write(r, tmp_path / "bench", suffix="ablations").name == "accuracy_synthetic_default_128px_ablations.json"

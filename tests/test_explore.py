@@ -48,6 +48,13 @@ def test_explain_image_shapes_and_matches_score_batch(loaded):
     np.testing.assert_allclose(res["budget_ce"], ref.budget_map[0].numpy(), rtol=1e-5)
     assert res["image_score"] == pytest.approx(float(ref.image_score[0]), rel=1e-5)
     assert sum(res["fractions"]["routed"]) == pytest.approx(1)
+    smoothed = ScoreConfig(prior_smoothing=0.3)  # a calibrated prior: the explorer's CE is the scored one
+    res = explore.explain_image(model, prior, x, ci, score_cfg=smoothed)
+    with torch.no_grad():
+        ref = score_batch(model, x[None], torch.tensor([ci]), prior, smoothed)
+    np.testing.assert_allclose(res["budget_ce"], ref.budget_map[0].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(res["score_map"], ref.score_map[0].numpy(), rtol=1e-5, atol=1e-6)
+    assert res["budget_ce"].max() <= -np.log(0.1) + 1e-5
 
 
 @pytest.mark.parametrize("level", [*LEVEL_NAMES, 2])

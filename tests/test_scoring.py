@@ -262,6 +262,38 @@ def test_score_topk_smoothing_and_combine_options():
         ScoreConfig(combine="sum")
 
 
+def test_prior_smoothing_mixes_the_prior_with_uniform_and_bounds_the_ce():
+    routed, x = _routed(), _x()
+    probs = _probs()
+    probs[0, :, 0, 0] = torch.tensor([1 - 2e-6, 1e-6, 1e-6])  # a patch the prior rules out ...
+    routed = routed.clone()
+    routed[0, 0, 0] = 1  # ... routed to a level it gives 1e-6
+    a = 0.3
+    paper = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=RAW)
+    out = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=RAW.replace(prior_smoothing=a))
+    mixed = (1 - a) * probs + a / 3
+    torch.testing.assert_close(out.score_map, _manual_budget_px(mixed, routed) * out.rec_map)
+    # the prior's argmax, and so the reconstruction and S_rec, do not move
+    assert torch.equal(out.prior_levels, paper.prior_levels) and torch.equal(out.rec_map, paper.rec_map)
+    assert torch.equal(out.prior_probs, probs)  # the record keeps the prior as trained
+    assert paper.budget_map[0, 0, 0].item() == pytest.approx(-np.log(1e-6), rel=1e-4)
+    assert bool((out.budget_map <= -np.log(a / 3) + 1e-5).all())  # bounded: -log(a / K)
+    # a = 1: the CE is the constant log K, so S is S_rec up to that factor
+    flat = score_batch(StubModel(routed), x, prior=StubPrior(probs), cfg=RAW.replace(prior_smoothing=1.0))
+    torch.testing.assert_close(flat.score_map, np.log(3) * flat.rec_map)
+    with pytest.raises(ConfigError, match="evaluate.score.prior_smoothing must be in \\[0, 1\\].*got 1.5"):
+        ScoreConfig(prior_smoothing=1.5)
+
+
+def test_score_label_names_every_departure_from_the_papers_product():
+    assert ScoreConfig().is_paper and ScoreConfig().label() == "product"
+    assert not ScoreConfig(prior_smoothing=0.1).is_paper
+    assert ScoreConfig(prior_smoothing=0.1).label() == "product, prior smoothing 0.1"
+    assert ScoreConfig(combine="one_plus_ce", prior_smoothing=0.05).label() == "one_plus_ce, prior smoothing 0.05"
+    assert ScoreConfig(combine="rec", prior_smoothing=0.1).label() == "rec"  # rec reads no CE
+    assert not ScoreConfig(combine="rec").is_paper
+
+
 def test_no_prior_scores_routed_reconstruction():
     routed = _routed()
     model = StubModel(routed)
@@ -370,6 +402,10 @@ def test_score_variants_agree_with_score_batch():
         assert torch.allclose(out[name][1], ref.image_score, atol=1e-6), name
     # (1 + CE) x S_rec >= S_rec everywhere (CE >= 0 and the smoothing is a positive kernel)
     assert bool((out["one_plus_ce"][0] >= out["rec"][0] - 1e-6).all())
+    # the variants' product is the paper's (the prior as trained) whatever smoothing the run's S uses
+    smoothed = score_variants(model, x, c, prior, cfg.replace(prior_smoothing=0.2))
+    for name in ("product", "one_plus_ce", "bilinear"):
+        torch.testing.assert_close(smoothed[name][0], out[name][0])
     soft_map, soft_img = out["soft_ce"]
     assert soft_map.shape == (3, SIZE, SIZE) and bool(torch.isfinite(soft_map).all()) and bool((soft_img >= 0).all())
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pvqae.config import load_params
 from pvqae.records import machine_info
+from pvqae.scoring import ScoreConfig
 
 # Issue targets for the cpu profile (real data, 2 cores); the paper's numbers are in paper_numbers.yaml.
 TARGETS = {"image_auroc": 0.95, "pixel_auroc": 0.93, "training_seconds": 3600.0, "pvqae_minus_static_image_auroc": 0.02}
@@ -117,8 +118,9 @@ def _pvqae_record(reports: Path, manifest: dict, params: dict, targets: dict) ->
         "stage_seconds": stages,
         "wall_seconds": sum(stages.values()) if None not in stages.values() else None,  # prepare..evaluate
         "steps": {k: params[k]["steps"] for k in ("pretrain", "budget", "prior", "static_vq")},
-        # PVQAE's score: the paper's product, or the variant evaluate.score.combine names
-        "score": params.get("evaluate", {}).get("score", {}).get("combine", "product"),
+        # PVQAE's score: "product" (the paper's), or the variant evaluate.score's combine and
+        # prior_smoothing name
+        "score": ScoreConfig.from_dict(params.get("evaluate", {}).get("score", {})).label(),
         **brief, "pvqae_minus_static_image_auroc": gap,
         "paper_percent": paper, "targets": targets,
         "met": {"image_auroc": ev["pvqae"]["mean"]["image_auroc"] >= targets["image_auroc"],

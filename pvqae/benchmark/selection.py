@@ -25,6 +25,7 @@ it (pixels, or PVQAE-F's cached features)::
 
     python -m pvqae.benchmark.selection pvqae --grid budget.budget_scale=0.001,0.005,0.02
     python -m pvqae.benchmark.selection pvqae --grid pretrain.feature_jitter=0.0,0.5,1.2
+    python -m pvqae.benchmark.selection pvqae --grid evaluate.score.prior_smoothing=0,0.1,1
 
 For PVQAE-F a candidate may also change the cached features (``input.strides``,
 ``input.backbone``, ``input.weights``): it extracts its own from the same prepared images into
@@ -281,7 +282,7 @@ def select_pvqae(grid: dict[str, list], params: dict, paths: dict | None = None,
             if progress:
                 print(json.dumps(rows[i]), flush=True)
     return _record("pvqae-f" if base.input.kind == "features" else "pvqae", grid, rows, params, base,
-                   val, out_path(paths, "prepared"), seed, input=base.input.kind, score=base.evaluate.score.combine)
+                   val, out_path(paths, "prepared"), seed, input=base.input.kind, score=base.evaluate.score.label())
 
 
 def _mean_tree(values: list):

@@ -86,8 +86,8 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
     inp = read_manifest(out_path(paths, "features"))
     input_label = f"{backbone_label(inp['backbone'])} features" if inp["kind"] == "features" else None
     results = {m: {**ev[m], "input_label": input_label} if input_label else ev[m] for m in ("pvqae", "static_vq")}
-    if cfg.evaluate.score.combine != "product":  # a variant's rows never read as the paper's score
-        results["pvqae"] = {**results["pvqae"], "score_label": cfg.evaluate.score.combine}
+    if not cfg.evaluate.score.is_paper:  # a variant's rows never read as the paper's score
+        results["pvqae"] = {**results["pvqae"], "score_label": cfg.evaluate.score.label()}
     for m in cfg.baselines.methods:
         results[m] = bl["results"].get(m) or bl["status"].get(m, "not run")
     backbone = bl.get("backbone")
@@ -137,8 +137,9 @@ def run(cfg: Params, paths: dict = PATHS, progress: bool = True) -> dict:
         "input": ("pixels (the paper's VQ-GAN)" if not input_label else
                   f"{input_label}, strides {inp['strides']}, {inp['grid']} x {inp['grid']} grid (PVQAE-F: an extension "
                   "of the paper, not its reproduction)"),
-        "score": ("CE x S_rec (the paper's product)" if cfg.evaluate.score.combine == "product" else
-                  f"{cfg.evaluate.score.combine} (evaluate.score.combine: a variant, not the paper's product)"),
+        "score": ("CE x S_rec (the paper's product)" if cfg.evaluate.score.is_paper else
+                  f"{cfg.evaluate.score.label()} (evaluate.score.combine / prior_smoothing: a variant, "
+                  "not the paper's product)"),
         "training seeds": f"{seeds} (data seed {cfg.seed})",
         "budget learning": f"lambda_max {cfg.budget.lambda_max}, {cfg.budget.lambda_schedule} schedule; "
                            f"prior mode {cfg.prior.mode}",
